@@ -1,0 +1,7 @@
+"""Importance criteria, created by name."""
+from __future__ import annotations
+
+from hwprune_fx.criteria import bn_scale, magnitude, random_score  # noqa: F401  (registration)
+from hwprune_fx.criteria.base import Criterion, available_criteria, create_criterion
+
+__all__ = ["Criterion", "available_criteria", "create_criterion"]

@@ -1,0 +1,47 @@
+"""Importance criteria: one score per removable unit (higher = more important)."""
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+from hwprune_fx.analysis import DependencyAnalysis
+from hwprune_fx.errors import UserError
+
+__all__ = ["Criterion", "register_criterion", "create_criterion", "available_criteria", "accumulate"]
+
+
+class Criterion(Protocol):
+    name: str
+
+    def score(self, analysis: DependencyAnalysis) -> np.ndarray:
+        """Importance of every unit, shape ``[analysis.num_units]``."""
+
+
+_REGISTRY: dict[str, Callable[..., Criterion]] = {}
+
+
+def register_criterion(name: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        _REGISTRY[name] = cls
+        return cls
+    return deco
+
+
+def available_criteria() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_criterion(name: str, **options: object) -> Criterion:
+    """Instantiate a criterion by name (``l1``, ``l2``, ``bn``, ``random``)."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown criterion {name!r}; choose one of: {', '.join(available_criteria())}")
+    return _REGISTRY[name](**options)
+
+
+def accumulate(analysis: DependencyAnalysis, per_tensor: dict[str, np.ndarray]) -> np.ndarray:
+    """Sum per-channel values of several tensors into their units."""
+    out = np.zeros(analysis.num_units, dtype=np.float64)
+    for t, values in per_tensor.items():
+        np.add.at(out, analysis.units_of(t), np.asarray(values, dtype=np.float64))
+    return out

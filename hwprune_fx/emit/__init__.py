@@ -1,0 +1,1 @@
+"""Emitters: pruned ONNX, reports."""
