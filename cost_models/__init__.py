@@ -1,0 +1,6 @@
+"""Cost models behind one protocol (installed as ``hwprune_fx.cost_models``)."""
+from __future__ import annotations
+
+from hwprune_fx.cost_models.flops import FlopsCostModel, count_macs, count_params
+
+__all__ = ["FlopsCostModel", "count_macs", "count_params"]

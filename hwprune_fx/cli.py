@@ -1,0 +1,162 @@
+"""``hwprune-fx`` command line. No logic of its own: it parses, calls the pipeline, prints.
+
+Heavy modules (onnx, torch, the pipeline) are imported inside the commands so that
+``hwprune-fx --help`` starts fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import click
+
+from hwprune_fx import __version__
+from hwprune_fx.errors import HwpruneError, UserError
+
+__all__ = ["cli", "main"]
+
+
+class _Progress:
+    """Step lines on stderr (``-q`` silences them)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", err=True)
+
+
+def _ratio(_: Any, __: Any, value: float | None) -> float | None:
+    if value is not None and not 0.0 < value < 1.0:
+        raise click.BadParameter(f"must be strictly between 0 and 1, got {value}")
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hwprune-fx")
+def cli() -> None:
+    """Hardware-aware structured pruning for ONNX models and torch modules."""
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--input-shape", "input_shape", multiple=True,
+              help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="Also list single-channel, non-prunable groups.")
+def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: bool) -> None:
+    """List the channel groups of MODEL: size, members, prunable or the reason not."""
+    from hwprune_fx.analysis import analyze_dependencies
+    from hwprune_fx.emit.analysis_report import analysis_table, analysis_to_dict
+    from hwprune_fx.frontends.onnx_io import parse_input_shapes
+    from hwprune_fx.pipeline import load_onnx_model
+
+    loaded = load_onnx_model(model, parse_input_shapes(input_shape))
+    t0 = time.perf_counter()
+    analysis = analyze_dependencies(loaded.channel_graph)
+    data = analysis_to_dict(analysis, model)
+    data["summary"]["analysis_seconds"] = round(time.perf_counter() - t0, 4)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(analysis_table(data, show_all))
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned ONNX model.")
+@click.option("--ratio", type=float, required=True, callback=_ratio,
+              help="Fraction of every prunable channel group to remove, in (0, 1).")
+@click.option("--criterion", default="l1", show_default=True,
+              type=click.Choice(["l1", "l2", "bn", "random"]), help="Importance criterion.")
+@click.option("--report", type=click.Path(), help="Write a JSON report here.")
+@click.option("--input-shape", "input_shape", multiple=True,
+              help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
+@click.option("--no-verify", is_flag=True, help="Skip the oracle check of the output (not recommended).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def prune(model: str, output: str, ratio: float, criterion: str, report: str | None,
+          input_shape: tuple[str, ...], no_verify: bool, quiet: bool) -> None:
+    """Remove channels from MODEL and write a smaller, exact network to OUTPUT."""
+    from hwprune_fx.emit.files import write_json_atomic
+    from hwprune_fx.emit.prune_summary import prune_summary
+    from hwprune_fx.frontends.onnx_io import parse_input_shapes, save_onnx
+    from hwprune_fx.pipeline import check_output_path, prune_onnx
+
+    progress = _Progress(quiet)
+    check_output_path(output, (model,))
+    if report:
+        check_output_path(report, (model, output))
+    progress(f"pruning {model}: ratio {ratio}, criterion {criterion}")
+    result = prune_onnx(model, ratio=ratio, criterion=criterion,
+                        input_shapes=parse_input_shapes(input_shape), verify_output=not no_verify)
+    rep = result.report
+    progress(f"analysis {rep['seconds']['analysis']:.2f}s: {rep['prunable_groups']} of {rep['groups']} "
+             f"groups prunable, {rep['removed_units']} channels removed")
+    if rep.get("oracle"):
+        progress(f"oracle: max relative error {rep['oracle']['max_rel_error']:.2e} (exact)")
+    save_onnx(result.model, output)
+    rep["output"] = os.fspath(output)
+    if report:
+        write_json_atomic(report, rep)
+    click.echo(prune_summary(rep))
+
+
+@cli.command()
+@click.argument("name", default="resnet18")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the ONNX model.")
+@click.option("--size", type=int, default=None, help="Input side length (default: the model's own).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def example(name: str, output: str, size: int | None, seed: int) -> None:
+    """Build a torchvision classifier NAME with random weights (no download) and export it to ONNX."""
+    try:
+        import torchvision
+    except ImportError:
+        raise UserError("the example needs torchvision: pip install 'hwprune-fx[examples]'") from None
+    from hwprune_fx.pipeline import check_output_path
+    from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        raise UserError(f"unknown model {name!r}; choose a torchvision classifier such as resnet18, mobilenet_v2")
+    check_output_path(output, ())
+    shape = input_shape_for(name, size)
+    export_onnx(build_model(name, seed), shape, output)
+    click.echo(f"wrote {output} ({name}, random weights, input {'x'.join(map(str, shape))})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user mistakes become one line on stderr and a non-zero exit."""
+    debug = bool(os.environ.get("HWPRUNE_FX_DEBUG"))
+    try:
+        rc = cli.main(args=argv, prog_name="hwprune-fx", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except HwpruneError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - last line of defence: no traceback for users
+        if debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"internal error: {type(exc).__name__}: {first} "
+                   f"(set HWPRUNE_FX_DEBUG=1 for the traceback)", err=True)
+        sys.exit(3)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

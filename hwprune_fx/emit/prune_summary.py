@@ -1,0 +1,28 @@
+"""The human summary printed after ``hwprune-fx prune``."""
+from __future__ import annotations
+
+from typing import Any
+
+from hwprune_fx.emit.table import format_table
+
+__all__ = ["prune_summary"]
+
+
+def _pct(after: int, before: int) -> str:
+    return f"{100.0 * after / before:.1f}%" if before else "-"
+
+
+def prune_summary(report: dict[str, Any]) -> str:
+    rows = [
+        ["parameters", report["params_before"], report["params_after"],
+         _pct(report["params_after"], report["params_before"])],
+        ["MACs", report["macs_before"], report["macs_after"], _pct(report["macs_after"], report["macs_before"])],
+    ]
+    lines = [format_table(["", "before", "after", "after/before"], rows)]
+    oracle = report.get("oracle")
+    check = (f"exact (max relative error {oracle['max_rel_error']:.2e})" if oracle else "not verified")
+    lines.append(f"removed {report['removed_units']} channels in {report['prunable_groups']} groups; "
+                 f"oracle: {check}")
+    if report.get("output"):
+        lines.append(f"wrote {report['output']}")
+    return "\n".join(lines)
