@@ -43,7 +43,9 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
     """A copy of ``model`` with every listed tensor multiplied by its keep-mask at its producer."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    from hwprune_fx.frontends.onnx_io import infer_shapes_static
+
+    inferred = infer_shapes_static(m)
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     sizes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
@@ -73,6 +75,9 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
     del m.graph.node[:]
     m.graph.node.extend(new_nodes)
     del m.graph.value_info[:]
+    if any(len(o.type.tensor_type.shape.dim) for o in model.graph.output):
+        del m.graph.output[:]
+        m.graph.output.extend(model.graph.output)
     return m
 
 

@@ -41,7 +41,11 @@ def load_onnx_model(model: str | os.PathLike | onnx.ModelProto,
     from hwprune_fx.frontends.onnx_io import load_onnx, prepare_graph
 
     path = None
-    if not isinstance(model, onnx.ModelProto):
+    if isinstance(model, onnx.ModelProto):
+        owned = onnx.ModelProto()
+        owned.CopyFrom(model)
+        model = owned
+    else:
         path = str(model)
         model = load_onnx(path)
     graph = prepare_graph(model, input_shapes, source=path or "model")

@@ -5,7 +5,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hwprune_fx.errors import RewriteError
-from hwprune_fx.frontends.onnx_io import TWO_GB, _infer_shapes
+from hwprune_fx.frontends.onnx_io import TWO_GB, infer_shapes_static
 from hwprune_fx.plan import PruningPlan
 
 __all__ = ["export_checked"]
@@ -15,7 +15,7 @@ def export_checked(graph: gs.Graph, plan: PruningPlan | None = None) -> onnx.Mod
     """Export, re-infer shapes, check every channel count against the plan, run the full checker."""
     model = gs.export_onnx(graph)
     try:
-        model = _infer_shapes(model)
+        model = infer_shapes_static(model)
         if model.ByteSize() < TWO_GB:
             onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 
 from hwprune_fx.errors import UserError
 
-__all__ = ["load_onnx", "prepare_graph", "save_onnx", "parse_input_shapes", "TWO_GB"]
+__all__ = ["load_onnx", "prepare_graph", "save_onnx", "parse_input_shapes", "infer_shapes_static", "TWO_GB"]
 
 TWO_GB = 2**31 - 1
 
@@ -82,34 +82,60 @@ def _apply_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, list[in
                 f"{source}: input {inp.name!r} has a dynamic shape; give it with --input-shape {inp.name}:1x3x224x224")
 
 
-def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
-    if model.ByteSize() < TWO_GB:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.onnx"), os.path.join(tmp, "out.onnx")
-        onnx.save_model(model, src, save_as_external_data=True, location="in.onnx.data")
-        onnx.shape_inference.infer_shapes_path(src, dst, data_prop=True)
-        out = onnx.load(dst, load_external_data=False)
-        onnx.load_external_data_for_model(out, tmp)
-        return out
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with large initializers reduced to name, type and dims (shape inference reads no more)."""
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    g = skel.graph
+    g.name = model.graph.name
+    g.node.extend(model.graph.node)
+    g.input.extend(model.graph.input)
+    g.output.extend(model.graph.output)
+    for init in model.graph.initializer:
+        numel = 1
+        for d in init.dims:
+            numel *= d
+        if numel <= 4096 and init.data_location != onnx.TensorProto.EXTERNAL:
+            g.initializer.append(init)
+        else:
+            g.initializer.append(onnx.TensorProto(name=init.name, dims=init.dims, data_type=init.data_type))
+    return skel
+
+
+def infer_shapes_static(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference on a weight-free skeleton; the inferred value_info is copied back.
+
+    Serialising hundreds of megabytes of weights for shape inference is the slowest step
+    of loading a large model, and impossible above 2 GB.
+    """
+    inferred = onnx.shape_inference.infer_shapes(_skeleton(model), data_prop=True)
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(inferred.graph.value_info)
+    del model.graph.output[:]
+    model.graph.output.extend(inferred.graph.output)
+    return model
 
 
 def prepare_graph(model: onnx.ModelProto, input_shapes: dict[str | None, list[int]] | None = None,
                   source: str = "model") -> gs.Graph:
-    """Static input shapes, constants folded, shapes inferred: the graph every pass works on."""
-    model = onnx.ModelProto.FromString(model.SerializeToString()) if model.ByteSize() < TWO_GB else model
+    """Static input shapes, constants folded, shapes inferred: the graph every pass works on.
+
+    ``model`` itself gets the static input shapes (callers pass a model they own).
+    """
     _apply_input_shapes(model, input_shapes or {}, source)
     for vi in list(model.graph.value_info):
         model.graph.value_info.remove(vi)
     try:
-        model = _infer_shapes(model)
+        model = infer_shapes_static(model)
         graph = gs.import_onnx(model)
         for _ in range(3):  # folding shapes can expose more constant sub-graphs
             before = len(graph.nodes)
             graph.fold_constants().cleanup().toposort()
             if len(graph.nodes) == before:
                 break
-        model = _infer_shapes(gs.export_onnx(graph))
+        model = infer_shapes_static(gs.export_onnx(graph))
     except onnx.shape_inference.InferenceError as exc:
         raise UserError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
     return gs.import_onnx(model)
