@@ -7,11 +7,15 @@ same inputs and compares every output.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from hwprune_fx.frontends.onnx_io import TWO_GB, infer_shapes_static
 
 __all__ = ["OracleResult", "mask_removed_channels", "run_onnx", "onnx_oracle", "relative_error",
            "random_inputs"]
@@ -43,8 +47,6 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
     """A copy of ``model`` with every listed tensor multiplied by its keep-mask at its producer."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    from hwprune_fx.frontends.onnx_io import infer_shapes_static
-
     inferred = infer_shapes_static(m)
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -101,9 +103,13 @@ def run_onnx(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    src = model if isinstance(model, str) else model.SerializeToString()
-    sess = ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, feeds)
+    if isinstance(model, str) or model.ByteSize() < TWO_GB:
+        src = model if isinstance(model, str) else model.SerializeToString()
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with tempfile.TemporaryDirectory() as tmp:  # above 2 GB: protobuf cannot hold it in one message
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def onnx_oracle(original: onnx.ModelProto, pruned: onnx.ModelProto, removed_channels: dict[str, dict],
