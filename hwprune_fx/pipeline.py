@@ -21,7 +21,7 @@ from hwprune_fx.ir import ChannelGraph, verify
 from hwprune_fx.pass_infra import PassManager, TimingInstrument
 from hwprune_fx.plan import PruningPlan, plan_by_ratio
 
-__all__ = ["LoadedOnnx", "load_onnx_model", "analyze", "PruneResult", "prune_onnx", "prune_module",
+__all__ = ["LoadedOnnx", "load_onnx_model", "materialize", "analyze", "PruneResult", "prune_onnx", "prune_module",
            "prune", "check_output_path"]
 
 
@@ -53,6 +53,16 @@ def load_onnx_model(model: str | os.PathLike | onnx.ModelProto,
     cg = onnx_to_channel_graph(graph)
     verify(cg)
     return LoadedOnnx(path, graph, cg, original)
+
+
+def materialize(original: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
+    """The pruned network of ``plan``, built from a fresh copy of the prepared original."""
+    from hwprune_fx.emit.onnx_emit import export_checked
+    from hwprune_fx.passes import PruneChannelsPass
+
+    graph = gs.import_onnx(original)
+    PruneChannelsPass(plan)(graph)
+    return export_checked(graph, plan)
 
 
 def analyze(model: Any, input_shapes: dict[str | None, list[int]] | None = None,

@@ -224,12 +224,8 @@ def onnx_to_channel_graph(graph: gs.Graph) -> ChannelGraph:
         cg.add_tensor(TensorInfo(name=name, shape=_shape(t), is_constant=const, value=value))
     cg.inputs = [t.name for t in graph.inputs]
     cg.outputs = [t.name for t in graph.outputs]
-    seen: set[str] = set()
     for i, n in enumerate(graph.nodes):
         name = n.name or f"{n.op}_{i}"
-        while name in seen:
-            name = f"{name}_{i}"
-        seen.add(name)
         n.name = name
         mapper = _MAPPERS.get(n.op)
         if n.domain not in ("", "ai.onnx", None) or mapper is None:

@@ -135,10 +135,22 @@ def prepare_graph(model: onnx.ModelProto, input_shapes: dict[str | None, list[in
             graph.fold_constants().cleanup().toposort()
             if len(graph.nodes) == before:
                 break
+        _unique_node_names(graph)
         model = infer_shapes_static(gs.export_onnx(graph))
     except onnx.shape_inference.InferenceError as exc:
         raise UserError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
     return gs.import_onnx(model)
+
+
+def _unique_node_names(graph: gs.Graph) -> None:
+    """Every node gets a unique, stable name: plans and reports refer to operators by name."""
+    seen: set[str] = set()
+    for i, n in enumerate(graph.nodes):
+        name = n.name or f"{n.op}_{i}"
+        while name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        n.name = name
 
 
 def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, *, check: bool = True) -> Path:

@@ -1,0 +1,64 @@
+"""``lut`` (HFP): sum of per-layer latencies looked up in measured channel sweeps.
+
+Each layer is swept along its output channels (inputs full) and its input channels
+(outputs full); a configuration's latency is ``L_out(cout) * L_in(cin) / L_full`` —
+separable in the two counts, as a conv's work is — interpolated between measured points.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from hwprune_fx.cost_models.base import LayerChannels, register_cost_model
+from hwprune_fx.profiling.sweep import Sweep, sweep_layer
+from hwprune_fx.targets.base import Backend
+
+__all__ = ["LutCostModel"]
+
+
+@register_cost_model("lut")
+class LutCostModel:
+    name = "lut"
+
+    def __init__(self, channels: LayerChannels, sweeps_out: list[Sweep], sweeps_in: list[Sweep | None]) -> None:
+        self.channels = channels
+        self.sweeps_out = sweeps_out
+        self.sweeps_in = sweeps_in
+        self.full = [s.ms[-1] for s in sweeps_out]
+
+    @classmethod
+    def profile(cls, channels: LayerChannels, backend: Backend, points: int = 8,
+                progress: Callable[[str], None] | None = None) -> "LutCostModel":
+        """Measure the sweeps of every layer (cached on disk by the sweep itself)."""
+        from hwprune_fx.profiling.sweep import default_counts
+
+        outs, ins = [], []
+        for i, layer in enumerate(channels.layers):
+            if progress:
+                progress(f"sweep {i + 1}/{len(channels.layers)} {layer.name}")
+            s_out = sweep_layer(layer, backend, "out", None if layer.group > 1 and layer.group == layer.in_channels
+                                else default_counts(layer.out_channels, points))
+            outs.append(s_out)
+            tied = s_out.axis == "both"
+            ins.append(None if tied or channels.in_units[i].size == 0
+                       else sweep_layer(layer, backend, "in", default_counts(layer.in_channels, points)))
+        return cls(channels, outs, ins)
+
+    def layer_ms(self, keep: np.ndarray, i: int) -> float:
+        cin, cout = self.channels.counts(keep, i)
+        s_out, s_in = self.sweeps_out[i], self.sweeps_in[i]
+        if s_out.axis == "both":
+            return s_out.at(cin)
+        ms = s_out.at(cout)
+        if s_in is not None and self.full[i] > 0:
+            ms *= s_in.at(cin) / self.full[i]
+        return ms
+
+    def predict(self, keep: np.ndarray) -> float:
+        return float(sum(self.layer_ms(keep, i) for i in range(len(self.channels.layers))))
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        after = keep.copy()
+        after[remove] = False
+        return float(sum(self.layer_ms(after, i) - self.layer_ms(keep, i) for i in self.channels.touched(remove)))

@@ -1,0 +1,66 @@
+"""``predictor`` (AFCP): a regression from per-configuration features to measured latency.
+
+Features: the LUT's per-op-type latency sums, MACs, and how many layers were pruned at all;
+fitted (ridge least squares) to whole-network measurements of randomly pruned variants, so
+that it learns fusion and fixed overheads a per-layer sum misses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from hwprune_fx.cost_models.base import register_cost_model
+from hwprune_fx.cost_models.layer_flops import FlopsConfigModel
+from hwprune_fx.cost_models.lut import LutCostModel
+
+__all__ = ["PredictorCostModel"]
+
+
+@register_cost_model("predictor")
+@dataclass
+class PredictorCostModel:
+    lut: LutCostModel
+    ridge: float = 1e-3
+    coef: np.ndarray | None = None
+    name: str = field(default="predictor", init=False)
+
+    def __post_init__(self) -> None:
+        self.flops = FlopsConfigModel(self.lut.channels)
+        kinds = sorted({self._kind(layer) for layer in self.lut.channels.layers})
+        self.kinds = kinds
+
+    @staticmethod
+    def _kind(layer) -> str:
+        if layer.group > 1 and layer.group == layer.in_channels:
+            return "depthwise"
+        return "conv" if layer.op_type.startswith("Conv") else "linear"
+
+    def features(self, keep: np.ndarray) -> np.ndarray:
+        per_kind = dict.fromkeys(self.kinds, 0.0)
+        changed = 0
+        full = np.ones_like(keep)
+        for i, layer in enumerate(self.lut.channels.layers):
+            per_kind[self._kind(layer)] += self.lut.layer_ms(keep, i)
+            if self.lut.channels.counts(keep, i) != self.lut.channels.counts(full, i):
+                changed += 1
+        return np.array([1.0, *per_kind.values(), self.flops.predict(keep) / 1e3, changed / 10.0])
+
+    def fit(self, configs: Sequence[np.ndarray], measured_ms: Sequence[float]) -> "PredictorCostModel":
+        x = np.stack([self.features(k) for k in configs])
+        y = np.asarray(measured_ms, dtype=np.float64)
+        reg = self.ridge * np.eye(x.shape[1])
+        reg[0, 0] = 0.0
+        self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        return self
+
+    def predict(self, keep: np.ndarray) -> float:
+        if self.coef is None:
+            return self.lut.predict(keep)
+        return float(self.features(keep) @ self.coef)
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        after = keep.copy()
+        after[remove] = False
+        return self.predict(after) - self.predict(keep)

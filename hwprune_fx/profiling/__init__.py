@@ -1,0 +1,1 @@
+"""Per-layer latency: layer extraction, timing and channel-count sweeps."""

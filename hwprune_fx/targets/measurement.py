@@ -1,0 +1,49 @@
+"""A timing result, honest about how it was taken."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Measurement", "summarize"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Median latency with its spread and the settings that produced it."""
+
+    target: str
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    warmup: int
+    threads: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spread_ms(self) -> float:
+        return self.p90_ms - self.p10_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["spread_ms"] = self.spread_ms
+        return d
+
+
+def _quantile(sorted_vals: list[float], q: float) -> float:
+    if len(sorted_vals) == 1:
+        return sorted_vals[0]
+    pos = q * (len(sorted_vals) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_vals) - 1)
+    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+
+
+def summarize(target: str, samples_ms: list[float], warmup: int, threads: int,
+              settings: dict[str, Any] | None = None) -> Measurement:
+    """Median and 10th/90th percentiles of per-run times in milliseconds."""
+    vals = sorted(samples_ms)
+    return Measurement(target=target, median_ms=statistics.median(vals), p10_ms=_quantile(vals, 0.1),
+                       p90_ms=_quantile(vals, 0.9), repeats=len(vals), warmup=warmup, threads=threads,
+                       settings=dict(settings or {}))

@@ -1,0 +1,48 @@
+"""``ort-cpu``: onnxruntime's CPU execution provider, full graph optimisation, fixed threads."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hwprune_fx.targets.base import Backend, register_backend
+from hwprune_fx.targets.measurement import Measurement, summarize
+
+__all__ = ["OrtCpuBackend"]
+
+
+@register_backend
+class OrtCpuBackend(Backend):
+    name = "ort-cpu"
+    description = "onnxruntime CPU execution provider (the embedded default)"
+    requires = "onnxruntime (installed)"
+
+    def settings(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {**super().settings(), "onnxruntime": ort.__version__, "opt_level": "all"}
+
+    def session(self, model: onnx.ModelProto) -> Any:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.timing.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+    def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
+        sess = self.session(model)
+        for _ in range(self.timing.warmup):
+            sess.run(None, feeds)
+        samples: list[float] = []
+        start = time.perf_counter()
+        while len(samples) < self.timing.repeat or time.perf_counter() - start < self.timing.min_seconds:
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            samples.append((time.perf_counter() - t0) * 1e3)
+        return summarize(self.name, samples, self.timing.warmup, self.timing.threads, self.settings())
