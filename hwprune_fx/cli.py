@@ -129,6 +129,105 @@ def example(name: str, output: str, size: int | None, seed: int) -> None:
     click.echo(f"wrote {output} ({name}, random weights, input {'x'.join(map(str, shape))})")
 
 
+def _bar(quiet: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=0, desc=desc, disable=quiet, file=sys.stderr, leave=False)
+
+
+def _make_backend(target: str, threads: int, repeat: int, cache_dir: str | None, tune_trials: int,
+                  rpc_tracker: str | None, rpc_key: str | None) -> Any:
+    from hwprune_fx.targets import TimingConfig, create_backend
+
+    extra: dict[str, Any] = {}
+    if target == "tvm-llvm":
+        extra = {"tune_trials": tune_trials, "rpc_tracker": rpc_tracker, "rpc_key": rpc_key}
+    elif rpc_tracker or rpc_key:
+        raise UserError("--rpc-tracker/--rpc-key need --target tvm-llvm")
+    return create_backend(target, timing=TimingConfig(warmup=5, repeat=repeat, threads=threads),
+                          cache_dir=cache_dir, **extra)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--target", default="ort-cpu", show_default=True, help="Where to measure (see `hwprune-fx targets`).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Fixed thread count for timing.")
+@click.option("--repeat", type=int, default=30, show_default=True, help="Timed runs per measurement (median).")
+@click.option("--json", "json_path", type=click.Path(), help="Also write the result as JSON here.")
+@click.option("--sweep", "sweep_layer_name", help="Sweep this layer's kept channels: the latency staircase.")
+@click.option("--axis", type=click.Choice(["out", "in"]), default="out", show_default=True)
+@click.option("--points", type=int, default=32, show_default=True, help="Channel counts in a sweep.")
+@click.option("--plot", type=click.Path(), help="With --sweep: draw the staircase to this PNG.")
+@click.option("--input-shape", "input_shape", multiple=True, help="Static input shape, NAME:1x3x224x224.")
+@click.option("--cache-dir", type=click.Path(), help="Measurement cache (default ~/.cache/hwprune-fx).")
+@click.option("--tune-trials", type=int, default=64, show_default=True, help="tvm-llvm: MetaSchedule trials per task.")
+@click.option("--rpc-tracker", help="tvm-llvm: measure on a remote device via a TVM RPC tracker HOST:PORT.")
+@click.option("--rpc-key", help="tvm-llvm: the device key registered with the tracker.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+def profile(model: str, target: str, threads: int, repeat: int, json_path: str | None,
+            sweep_layer_name: str | None, axis: str, points: int, plot: str | None,
+            input_shape: tuple[str, ...], cache_dir: str | None, tune_trials: int,
+            rpc_tracker: str | None, rpc_key: str | None, quiet: bool) -> None:
+    """Measure MODEL on a target: per-layer table and whole-network latency, or one layer's sweep."""
+    from hwprune_fx.emit.files import write_json_atomic
+    from hwprune_fx.emit.table import format_table
+    from hwprune_fx.frontends.onnx_io import parse_input_shapes
+    from hwprune_fx.pipeline import check_output_path, load_onnx_model
+    from hwprune_fx.profiling.profile import find_layer, profile_layers
+    from hwprune_fx.profiling.sweep import default_counts, sweep_layer
+
+    if threads < 1 or repeat < 1 or points < 2:
+        raise UserError("--threads and --repeat must be >= 1, --points >= 2")
+    if plot and not sweep_layer_name:
+        raise UserError("--plot draws a sweep: give --sweep LAYER")
+    for path in (json_path, plot):
+        if path:
+            check_output_path(path, (model,))
+    backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, rpc_tracker, rpc_key)
+    loaded = load_onnx_model(model, parse_input_shapes(input_shape))
+    if sweep_layer_name:
+        layer = find_layer(loaded.graph, sweep_layer_name)
+        full = layer.in_channels if axis == "in" else layer.out_channels
+        counts = sorted({max(1, int(round(c))) for c in __import__("numpy").linspace(1, full, points)} | {full})
+        bar = _bar(quiet, f"sweep {layer.name}")
+        bar.total = len(counts)
+        result = sweep_layer(layer, backend, axis, counts, progress=lambda i, n: bar.update(1))
+        bar.close()
+        rows = [[c, round(ms, 4), round(ms / result.ms[-1], 3)] for c, ms in zip(result.counts, result.ms)]
+        click.echo(format_table([f"{result.axis} channels", "ms", "vs full"], rows))
+        click.echo(f"latency steps at: {', '.join(map(str, result.steps())) or 'none above 5%'}")
+        data: dict[str, Any] = {"target": target, "settings": backend.settings(), "sweep": result.to_dict(),
+                                "steps": result.steps()}
+        if plot:
+            from hwprune_fx.emit.plots import plot_sweep
+
+            plot_sweep(result, plot, target)
+            click.echo(f"wrote {plot}")
+    else:
+        bar = _bar(quiet, "layers")
+        data = profile_layers(loaded.graph, loaded.original, backend,
+                              progress=lambda i, n: (setattr(bar, "total", n), bar.update(1)))
+        bar.close()
+        rows = [[r["layer"], r["op"], "x".join(map(str, r["input_shape"])), f"{r['in_channels']}->{r['out_channels']}",
+                 round(r["ms"], 4), f"{100 * r['share']:.1f}%", r["macs"]] for r in data["layers"]]
+        click.echo(format_table(["layer", "op", "input", "channels", "ms", "share", "MACs"], rows))
+        w = data["whole"]
+        click.echo(f"whole network: {w['median_ms']:.3f} ms median (p10 {w['p10_ms']:.3f}, p90 {w['p90_ms']:.3f}, "
+                   f"{w['threads']} thread(s), {target}); sum of layers {data['sum_of_layers_ms']:.3f} ms")
+    if json_path:
+        write_json_atomic(json_path, data)
+
+
+@cli.command()
+def targets() -> None:
+    """List the measurement targets and what each needs."""
+    from hwprune_fx.emit.table import format_table
+    from hwprune_fx.targets import available_backends
+
+    rows = [[name, cls.description, cls.requires] for name, cls in sorted(available_backends().items())]
+    click.echo(format_table(["target", "what", "needs"], rows, max_width=70))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and a non-zero exit."""
     debug = bool(os.environ.get("HWPRUNE_FX_DEBUG"))
