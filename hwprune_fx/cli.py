@@ -70,40 +70,65 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned ONNX model.")
-@click.option("--ratio", type=float, required=True, callback=_ratio,
-              help="Fraction of every prunable channel group to remove, in (0, 1).")
+@click.option("--budget", help="Latency to reach, measured on the target: 12ms, 800us, 60% (of baseline) or 1.8x.")
+@click.option("--ratio", type=float, callback=_ratio,
+              help="Instead of a budget: fraction of every prunable channel group to remove, in (0, 1).")
+@click.option("--target", default="ort-cpu", show_default=True, help="Where latency is measured.")
+@click.option("--search", type=click.Choice(["opti-cut", "flops", "uniform"]), default="opti-cut", show_default=True)
 @click.option("--criterion", default="l1", show_default=True,
               type=click.Choice(["l1", "l2", "bn", "random"]), help="Importance criterion.")
+@click.option("--align", type=int, default=8, show_default=True,
+              help="Channels removed per step (the hardware's channel multiple).")
+@click.option("--threads", type=int, default=1, show_default=True, help="Fixed thread count for timing.")
+@click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per measurement.")
+@click.option("--best-effort", is_flag=True, help="Write the best network found even if the budget is missed.")
 @click.option("--report", type=click.Path(), help="Write a JSON report here.")
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
-@click.option("--no-verify", is_flag=True, help="Skip the oracle check of the output (not recommended).")
+@click.option("--cache-dir", type=click.Path(), help="Measurement cache (default ~/.cache/hwprune-fx).")
+@click.option("--no-verify", is_flag=True, help="With --ratio: skip the oracle check (not recommended).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def prune(model: str, output: str, ratio: float, criterion: str, report: str | None,
-          input_shape: tuple[str, ...], no_verify: bool, quiet: bool) -> None:
-    """Remove channels from MODEL and write a smaller, exact network to OUTPUT."""
+def prune(model: str, output: str, budget: str | None, ratio: float | None, target: str, search: str,
+          criterion: str, align: int, threads: int, repeat: int, best_effort: bool, report: str | None,
+          input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool) -> None:
+    """Remove channels from MODEL until its measured latency meets --budget (or by --ratio)."""
     from hwprune_fx.emit.files import write_json_atomic
-    from hwprune_fx.emit.prune_summary import prune_summary
+    from hwprune_fx.emit.prune_summary import budget_summary, prune_summary
     from hwprune_fx.frontends.onnx_io import parse_input_shapes, save_onnx
     from hwprune_fx.pipeline import check_output_path, prune_onnx
 
+    if (budget is None) == (ratio is None):
+        raise click.UsageError("give exactly one of --budget or --ratio")
     progress = _Progress(quiet)
     check_output_path(output, (model,))
     if report:
         check_output_path(report, (model, output))
-    progress(f"pruning {model}: ratio {ratio}, criterion {criterion}")
-    result = prune_onnx(model, ratio=ratio, criterion=criterion,
-                        input_shapes=parse_input_shapes(input_shape), verify_output=not no_verify)
-    rep = result.report
-    progress(f"analysis {rep['seconds']['analysis']:.2f}s: {rep['prunable_groups']} of {rep['groups']} "
-             f"groups prunable, {rep['removed_units']} channels removed")
-    if rep.get("oracle"):
-        progress(f"oracle: max relative error {rep['oracle']['max_rel_error']:.2e} (exact)")
-    save_onnx(result.model, output)
+    if budget is not None:
+        from hwprune_fx.prune_budget import prune_to_budget
+        from hwprune_fx.search.budget import parse_budget
+
+        parsed = parse_budget(budget)
+        if threads < 1 or repeat < 1:
+            raise UserError("--threads and --repeat must be >= 1")
+        progress(f"pruning {model} to {budget} on {target}: search {search}, criterion {criterion}")
+        out = prune_to_budget(model, parsed, target=target, search=search, criterion=criterion, align=align,
+                              threads=threads, repeat=repeat, input_shapes=parse_input_shapes(input_shape),
+                              cache_dir=cache_dir, best_effort=best_effort, progress=progress)
+        rep, pruned = out["report"], out["model"]
+        summary = budget_summary
+    else:
+        progress(f"pruning {model}: ratio {ratio}, criterion {criterion}")
+        res = prune_onnx(model, ratio=ratio, criterion=criterion,
+                         input_shapes=parse_input_shapes(input_shape), verify_output=not no_verify)
+        rep, pruned = res.report, res.model
+        progress(f"analysis {rep['seconds']['analysis']:.2f}s: {rep['prunable_groups']} of {rep['groups']} "
+                 f"groups prunable, {rep['removed_units']} channels removed")
+        summary = prune_summary
+    save_onnx(pruned, output)
     rep["output"] = os.fspath(output)
     if report:
         write_json_atomic(report, rep)
-    click.echo(prune_summary(rep))
+    click.echo(summary(rep))
 
 
 @cli.command()

@@ -5,7 +5,7 @@ from typing import Any
 
 from hwprune_fx.emit.table import format_table
 
-__all__ = ["prune_summary"]
+__all__ = ["prune_summary", "budget_summary"]
 
 
 def _pct(after: int, before: int) -> str:
@@ -25,4 +25,18 @@ def prune_summary(report: dict[str, Any]) -> str:
                  f"oracle: {check}")
     if report.get("output"):
         lines.append(f"wrote {report['output']}")
+    return "\n".join(lines)
+
+
+def budget_summary(report: dict[str, Any]) -> str:
+    """Latency-vs-budget table, then the size table."""
+    f, b = report["final"], report["baseline_fresh"]
+    rows = [["latency (ms, median)", round(b["median_ms"], 3), round(f["median_ms"], 3),
+             f"{100.0 * f['median_ms'] / b['median_ms']:.1f}%"],
+            ["spread p10-p90 (ms)", round(b["spread_ms"], 3), round(f["spread_ms"], 3), ""]]
+    lines = [format_table(["", "before", "after", "after/before"], rows),
+             f"budget {report['budget']} = {report['budget_ms']:.3f} ms on {report['target']}: "
+             f"{'met' if report['reached'] else 'NOT met'} ({100.0 * report['budget_used']:.1f}% of budget used, "
+             f"speed-up {report['speedup']:.2f}x; search {report['search']}, {len(report['steps'])} steps)",
+             prune_summary({**report, "prunable_groups": len(report["group_sizes"])})]
     return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""Opti-Cut (HFP): global greedy pruning to a measured latency budget.
+
+Every prunable group offers its next chunk of least-important channels (a chunk is the
+alignment step: on AVX2 CPUs latency moves in steps of 8 channels, so single channels
+often buy nothing). The chunk with the least importance lost per millisecond saved goes
+first; the cheap cost model estimates, calibrated by whole-network measurements, and the
+search stops as soon as the *measured* latency meets the budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from hwprune_fx.analysis import DependencyAnalysis
+from hwprune_fx.cost_models.base import CostModel, LayerChannels
+
+__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order"]
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    step: int
+    removed_units: int
+    predicted_ms: float
+    measured_ms: float | None
+
+
+@dataclass
+class SearchResult:
+    keep: np.ndarray
+    reached: bool
+    measured_ms: float
+    history: list[SearchStep] = field(default_factory=list)
+
+
+def group_order(analysis: DependencyAnalysis, scores: np.ndarray) -> dict[int, np.ndarray]:
+    """Per prunable group, its units from least to most important."""
+    return {g.id: g.units[np.argsort(scores[g.units], kind="stable")] for g in analysis.prunable_groups()}
+
+
+def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
+             measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float, align: int = 8,
+             measure_every: int = 0, progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Remove chunks until the measured latency is within ``budget_ms``."""
+    keep = np.ones(analysis.num_units, dtype=bool)
+    order = group_order(analysis, scores)
+    norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
+    removed = dict.fromkeys(order, 0)
+    layers_of = {g: set(channels.touched(order[g])) for g in order}
+    neighbours = {g: [h for h in order if layers_of[g] & layers_of[h]] for g in order}
+
+    def chunk(g: int) -> np.ndarray:
+        left = order[g].size - removed[g]
+        return order[g][removed[g]: removed[g] + max(0, min(align, left - 1))]
+
+    def value(g: int) -> tuple[float, float]:
+        c = chunk(g)
+        if c.size == 0:
+            return np.inf, 0.0
+        saved = -cost.delta(keep, c)
+        if saved <= 0:
+            return np.inf, saved
+        return float(scores[c].sum() / norm[g]) / saved, saved
+
+    values = {g: value(g) for g in order}
+    calib = baseline_ms / max(cost.predict(keep), 1e-12)
+    predicted = baseline_ms
+    history = [SearchStep(0, 0, predicted, baseline_ms)]
+    step = 0
+    last_measured = baseline_ms
+    stalled = False
+    while True:
+        if predicted <= budget_ms or stalled or (measure_every and step and step % measure_every == 0):
+            stalled = False
+            measured = measure(keep)
+            history.append(SearchStep(step, int((~keep).sum()), predicted, measured))
+            if progress:
+                progress(f"step {step}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "
+                         f"(budget {budget_ms:.3f} ms)")
+            last_measured = measured
+            if measured <= budget_ms:
+                return SearchResult(keep, True, measured, history)
+            calib *= measured / max(predicted, 1e-12)
+            predicted = measured
+        best = min(values, key=lambda g: values[g][0], default=None)
+        if best is None or not np.isfinite(values[best][0]):
+            # plateaus everywhere: take any chunk that is left, least important first
+            left = [g for g in order if chunk(g).size]
+            if not left:
+                return SearchResult(keep, False, last_measured, history)
+            best = min(left, key=lambda g: scores[chunk(g)].sum() / norm[g])
+            values[best] = (np.inf, 0.0)
+            stalled = True  # the model sees no gain: ask the hardware after this step
+        c = chunk(best)
+        predicted -= calib * max(values[best][1], 0.0)
+        keep[c] = False
+        removed[best] += c.size
+        step += 1
+        for h in neighbours[best]:
+            values[h] = value(h)

@@ -1,0 +1,60 @@
+"""``prune --budget``: the budget is met as measured, or the tool says it cannot be."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hwprune_fx.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "HWPRUNE_FX_DEBUG": ""})
+
+
+@pytest.fixture(scope="module")
+def r18(torchvision_onnx) -> Path:
+    return torchvision_onnx("resnet18", 64)
+
+
+def test_budget_is_met_as_measured_and_reported(r18: Path, tmp_path: Path) -> None:
+    out, rep = tmp_path / "p.onnx", tmp_path / "r.json"
+    res = run_cli("prune", str(r18), "--budget", "70%", "-o", str(out), "--report", str(rep),
+                  "--cache-dir", str(tmp_path / "cache"), "--repeat", "10", "-q")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(rep.read_text())
+    # the search stops on a measurement at or under the budget
+    confirmed = [s for s in report["steps"] if s["measured_ms"] is not None]
+    assert confirmed[-1]["measured_ms"] <= report["budget_ms"]
+    assert report["oracle"]["max_rel_error"] < 1e-3
+    assert report["macs_after"] < report["macs_before"]
+    assert report["removed_channels"] and out.exists()
+    for key in ("baseline", "final", "budget_ms", "steps", "group_sizes", "seconds", "settings"):
+        assert key in report
+
+
+def test_unreachable_budget_fails_cleanly_without_output(r18: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p.onnx"
+    res = run_cli("prune", str(r18), "--budget", "1us", "-o", str(out), "--search", "uniform",
+                  "--cache-dir", str(tmp_path / "cache"), "--repeat", "3", "-q")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert "not reachable" in res.stderr and "best measured latency" in res.stderr
+    assert not out.exists()
+    res = run_cli("prune", str(r18), "--budget", "1us", "-o", str(out), "--search", "uniform", "--best-effort",
+                  "--cache-dir", str(tmp_path / "cache"), "--repeat", "3", "-q")
+    assert res.returncode == 0, res.stderr
+    assert out.exists() and "NOT met" in res.stdout
+
+
+@pytest.mark.parametrize("budget", ["12 parsecs", "-5ms", "0%"])
+def test_malformed_budget_is_a_usage_error(r18: Path, tmp_path: Path, budget: str) -> None:
+    res = run_cli("prune", str(r18), "--budget", budget, "-o", str(tmp_path / "p.onnx"))
+    assert res.returncode == 2 and "--budget" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_budget_and_ratio_are_exclusive(r18: Path, tmp_path: Path) -> None:
+    res = run_cli("prune", str(r18), "--budget", "50%", "--ratio", "0.3", "-o", str(tmp_path / "p.onnx"))
+    assert res.returncode == 2 and "exactly one" in res.stderr
