@@ -73,7 +73,7 @@ def run_model(name: str, variants: int, backend, seed: int) -> dict:
     truth_arr = np.array(truth)
     half = variants // 2
     fit_c, test_c, test_t = configs[:half], configs[half:], truth_arr[half:]
-    predictor = PredictorCostModel(lut).fit(fit_c, truth_arr[:half])
+    predictor = PredictorCostModel(lut, analysis).fit(fit_c, truth_arr[:half])
     # flops predicts MACs, not ms: scale it by a least-squares factor fitted on the same half
     f_fit = np.array([flops.predict(k) for k in fit_c])
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))

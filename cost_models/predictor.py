@@ -1,6 +1,8 @@
 """``predictor`` (AFCP): a regression from per-configuration features to measured latency.
 
-Features: the LUT's per-op-type latency sums, MACs, and how many layers were pruned at all;
+Features: the LUT's per-op-type latency sums, MACs, how many layers were pruned at all, and
+the activation traffic (elements of every tracked tensor at its kept channels: the
+element-wise operators, pools and copies a per-layer table leaves out);
 fitted (ridge least squares) to whole-network measurements of randomly pruned variants, so
 that it learns fusion and fixed overheads a per-layer sum misses.
 """
@@ -11,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import register_cost_model
 from hwprune_fx.cost_models.layer_flops import FlopsConfigModel
 from hwprune_fx.cost_models.lut import LutCostModel
@@ -22,6 +25,7 @@ __all__ = ["PredictorCostModel"]
 @dataclass
 class PredictorCostModel:
     lut: LutCostModel
+    analysis: DependencyAnalysis | None = None
     ridge: float = 1e-3
     coef: np.ndarray | None = None
     name: str = field(default="predictor", init=False)
@@ -30,6 +34,14 @@ class PredictorCostModel:
         self.flops = FlopsConfigModel(self.lut.channels)
         kinds = sorted({self._kind(layer) for layer in self.lut.channels.layers})
         self.kinds = kinds
+        self._slot_units = self._slot_elems = None
+        if self.analysis is not None:
+            a = self.analysis
+            elems = np.zeros(a.labels.size)
+            for t in a.slots.axis:
+                shape = a.graph.shape(t)
+                elems[a.slots.ids(t)] = float(np.prod(shape)) / max(shape[a.slots.axis[t]], 1) / 1e6
+            self._slot_units, self._slot_elems = a.labels, elems
 
     @staticmethod
     def _kind(layer) -> str:
@@ -45,7 +57,8 @@ class PredictorCostModel:
             per_kind[self._kind(layer)] += self.lut.layer_ms(keep, i)
             if self.lut.channels.counts(keep, i) != self.lut.channels.counts(full, i):
                 changed += 1
-        return np.array([1.0, *per_kind.values(), self.flops.predict(keep) / 1e3, changed / 10.0])
+        traffic = [] if self._slot_units is None else [float(keep[self._slot_units] @ self._slot_elems)]
+        return np.array([1.0, *per_kind.values(), self.flops.predict(keep) / 1e3, changed / 10.0, *traffic])
 
     def fit(self, configs: Sequence[np.ndarray], measured_ms: Sequence[float]) -> "PredictorCostModel":
         x = np.stack([self.features(k) for k in configs])
