@@ -1,4 +1,39 @@
-"""hwprune-fx: hardware-aware structured pruning as a compiler-style graph transformation."""
+"""hwprune-fx: hardware-aware structured pruning as a compiler-style graph transformation.
+
+The top-level functions import their machinery lazily so that ``import hwprune_fx`` and
+``hwprune-fx --help`` stay fast.
+"""
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["prune", "analyze", "__version__"]
+
+
+def prune(model: Any, *, budget: str | None = None, ratio: float | None = None, target: str = "ort-cpu",
+          search: str = "opti-cut", criterion: str = "l1", example_inputs: tuple | None = None,
+          **options: Any) -> Any:
+    """Prune an ONNX path/model to a measured latency ``budget`` (or by ``ratio``).
+
+    With ``budget``, returns a dict with the pruned ``model``, its ``plan`` and a ``report``;
+    with ``ratio``, a :class:`hwprune_fx.pipeline.PruneResult` (a torch module is accepted there).
+    """
+    if (budget is None) == (ratio is None):
+        from hwprune_fx.errors import UserError
+
+        raise UserError("give exactly one of budget= or ratio=")
+    if budget is not None:
+        from hwprune_fx.prune_budget import prune_to_budget
+
+        return prune_to_budget(model, budget, target=target, search=search, criterion=criterion, **options)
+    from hwprune_fx.pipeline import prune as prune_ratio
+
+    return prune_ratio(model, ratio=ratio, criterion=criterion, example_inputs=example_inputs, **options)
+
+
+def analyze(model: Any, **options: Any) -> Any:
+    """Channel groups of an ONNX path/model or a torch module (see :func:`hwprune_fx.pipeline.analyze`)."""
+    from hwprune_fx.pipeline import analyze as _analyze
+
+    return _analyze(model, **options)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_quickstart_runs(tmp_path: Path) -> None:
         argv = shlex.split(step)
         if argv[:2] == ["hwprune-fx", "example"]:
             argv += ["--size", "64"]  # same command, a smaller input keeps the test fast
-        res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True)
+        env = {**os.environ, "HWPRUNE_FX_CACHE": str(tmp_path / "cache")}
+        res = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env)
         assert res.returncode == 0, res.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["oracle"]["max_rel_error"] < 1e-3
