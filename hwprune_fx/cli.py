@@ -74,7 +74,7 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--ratio", type=float, callback=_ratio,
               help="Instead of a budget: fraction of every prunable channel group to remove, in (0, 1).")
 @click.option("--target", default="ort-cpu", show_default=True, help="Where latency is measured.")
-@click.option("--search", type=click.Choice(["opti-cut", "flops", "uniform"]), default="opti-cut", show_default=True)
+@click.option("--search", type=click.Choice(["opti-cut", "hilp", "flops", "uniform"]), default="opti-cut", show_default=True)
 @click.option("--criterion", default="l1", show_default=True,
               type=click.Choice(["l1", "l2", "bn", "random"]), help="Importance criterion.")
 @click.option("--align", type=int, default=8, show_default=True,

@@ -22,7 +22,7 @@ from hwprune_fx.targets import TimingConfig, create_backend
 
 __all__ = ["UnreachableBudget", "prune_to_budget", "SEARCHES"]
 
-SEARCHES = ("opti-cut", "flops", "uniform")
+SEARCHES = ("opti-cut", "hilp", "flops", "uniform")
 
 
 class UnreachableBudget(HwpruneError):
@@ -52,6 +52,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.oracle import onnx_oracle, random_inputs
     from hwprune_fx.pipeline import load_onnx_model, materialize
     from hwprune_fx.profiling.layers import find_layers
+    from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import opti_cut
     from hwprune_fx.search.uniform import uniform_search
     import onnx_graphsurgeon as gs
@@ -83,9 +84,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     t0 = time.perf_counter()
     if search == "flops":
         cost = create_cost_model("flops", channels=channels)
-    elif search == "opti-cut":
+    elif search in ("opti-cut", "hilp"):
         if cost_model != "lut":
-            raise UserError("opti-cut estimates with the lut cost model in this version (--cost-model lut)")
+            raise UserError(f"{search} estimates with the lut cost model in this version (--cost-model lut)")
         cost = LutCostModel.profile(channels, backend, progress=say)
     phases["profiling"] = time.perf_counter() - t0
 
@@ -99,6 +100,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
         result = SearchResult(np.ones(analysis.num_units, bool), True, baseline.median_ms,
                               [SearchStep(0, 0, baseline.median_ms, baseline.median_ms)])
+    elif search == "hilp":
+        result = hilp_search(analysis, scores, cost, measure, budget_ms, baseline.median_ms, align=align,
+                             progress=say)
     elif search == "uniform":
         result = uniform_search(analysis, scores, measure, budget_ms, baseline.median_ms, progress=say)
     else:
@@ -132,6 +136,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "input": loaded.path, "target": target, "settings": backend.settings(), "search": search,
         "criterion": criterion, "align": align, "budget": budget.text, "budget_ms": budget_ms,
         "reached": bool(final.median_ms <= budget_ms), "search_reached": result.reached,
+        "search_measured_ms": result.measured_ms,
         "baseline": baseline.to_dict(), "baseline_fresh": base_again.to_dict(), "final": final.to_dict(),
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / budget_ms if budget_ms else None,

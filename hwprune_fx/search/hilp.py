@@ -1,0 +1,68 @@
+"""HILP: hardware-in-the-loop, layer-wise progressive pruning.
+
+Each step considers, per group, cutting down to the next edge of its latency staircase (the
+next multiple of ``align`` below its current width); the ``candidates`` most promising cuts
+by the look-up table are compiled and *measured* whole, and the cut with the best measured
+latency gain per importance lost is taken. Steps repeat until the measured latency meets
+the budget.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from hwprune_fx.analysis import DependencyAnalysis
+from hwprune_fx.cost_models.base import CostModel
+from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_order
+
+__all__ = ["hilp_search"]
+
+
+def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel,
+                measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
+                align: int = 8, candidates: int = 3, max_steps: int = 200,
+                progress: Callable[[str], None] | None = None) -> SearchResult:
+    keep = np.ones(analysis.num_units, dtype=bool)
+    order = group_order(analysis, scores)
+    norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
+    removed = dict.fromkeys(order, 0)
+    current = baseline_ms
+    history = [SearchStep(0, 0, baseline_ms, baseline_ms)]
+
+    def cut(g: int) -> np.ndarray:
+        width = order[g].size - removed[g]
+        edge = ((width - 1) // align) * align if width > align else width - 1
+        return order[g][removed[g]: removed[g] + max(0, width - max(edge, 1))]
+
+    for step in range(1, max_steps + 1):
+        options = []
+        for g in order:
+            c = cut(g)
+            if c.size == 0:
+                continue
+            est = -cost.delta(keep, c)
+            options.append((float(scores[c].sum() / norm[g]) / max(est, 1e-9), g, c, est))
+        if not options:
+            return SearchResult(keep, False, current, history)
+        options.sort(key=lambda o: o[0])
+        best = None
+        for _, g, c, est in options[:candidates]:
+            trial = keep.copy()
+            trial[c] = False
+            ms = measure(trial)
+            gain = current - ms
+            value = float(scores[c].sum() / norm[g]) / max(gain, 1e-9) if gain > 0 else np.inf
+            if best is None or value < best[0] or (not np.isfinite(best[0]) and ms < best[3]):
+                best = (value, g, c, ms, est)
+        _, g, c, ms, est = best
+        keep[c] = False
+        removed[g] += c.size
+        current = ms
+        history.append(SearchStep(step, int((~keep).sum()), float("nan"), ms))
+        if progress:
+            progress(f"hilp step {step}: cut {c.size} channels of group {g}, measured {ms:.3f} ms "
+                     f"(budget {budget_ms:.3f} ms)")
+        if ms <= budget_ms:
+            return SearchResult(keep, True, ms, history)
+    return SearchResult(keep, False, current, history)
