@@ -132,3 +132,16 @@ def test_lut_and_predictor_consistency(tmp_path, r18) -> None:
     truth = [2.0 + 1.5 * lut.predict(k) for k in configs]
     pred.fit(configs, truth)
     assert pred.predict(configs[0]) == pytest.approx(truth[0], rel=1e-3)
+
+
+def test_torch_target_times_modules_and_refuses_onnx(r18) -> None:
+    import torch
+
+    from hwprune_fx.targets.torch_eager import TorchEagerBackend
+
+    b = create_backend("torch", timing=FAST, use_cache=False)
+    assert isinstance(b, TorchEagerBackend)
+    m = b.measure_module(torch.nn.Conv2d(3, 8, 3), (torch.randn(1, 3, 16, 16),))
+    assert m.median_ms > 0 and m.threads == 1 and m.settings["torch"] == torch.__version__
+    with pytest.raises(UserError, match="torch modules"):
+        b.measure(r18[0].original)

@@ -1,0 +1,55 @@
+"""``torch``: eager PyTorch timing of a module (for users who deploy with PyTorch).
+
+ONNX files cannot be timed here (there is no ONNX-to-torch importer among our
+dependencies); use the Python API with the ``torch.nn.Module`` / fx ``GraphModule``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import onnx
+
+from hwprune_fx.errors import UserError
+from hwprune_fx.targets.base import Backend, register_backend
+from hwprune_fx.targets.measurement import Measurement, summarize
+
+__all__ = ["TorchEagerBackend"]
+
+
+@register_backend
+class TorchEagerBackend(Backend):
+    name = "torch"
+    description = "PyTorch eager mode on the CPU (times torch modules, Python API)"
+    requires = "torch (installed)"
+
+    def settings(self) -> dict[str, Any]:
+        import torch
+
+        return {**super().settings(), "torch": torch.__version__}
+
+    def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
+        raise UserError("target 'torch' times torch modules: call measure_module(module, inputs) from Python, "
+                        "or use --target ort-cpu for ONNX files")
+
+    def measure_module(self, module: Any, example_inputs: tuple) -> Measurement:
+        """Median eager latency of ``module(*example_inputs)`` under ``torch.inference_mode``."""
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.timing.threads)
+        try:
+            module = module.eval()
+            with torch.inference_mode():
+                for _ in range(self.timing.warmup):
+                    module(*example_inputs)
+                samples = []
+                start = time.perf_counter()
+                while len(samples) < self.timing.repeat or time.perf_counter() - start < self.timing.min_seconds:
+                    t0 = time.perf_counter()
+                    module(*example_inputs)
+                    samples.append((time.perf_counter() - t0) * 1e3)
+        finally:
+            torch.set_num_threads(previous)
+        return summarize(self.name, samples, self.timing.warmup, self.timing.threads, self.settings())
