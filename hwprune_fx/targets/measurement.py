@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import statistics
+import time
+from typing import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Measurement", "summarize"]
+__all__ = ["Measurement", "summarize", "time_calls"]
 
 
 @dataclass(frozen=True)
@@ -47,3 +49,16 @@ def summarize(target: str, samples_ms: list[float], warmup: int, threads: int,
     return Measurement(target=target, median_ms=statistics.median(vals), p10_ms=_quantile(vals, 0.1),
                        p90_ms=_quantile(vals, 0.9), repeats=len(vals), warmup=warmup, threads=threads,
                        settings=dict(settings or {}))
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeat: int, min_seconds: float = 0.0) -> list[float]:
+    """Milliseconds of each timed call of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < repeat or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1e3)
+    return samples

@@ -1,14 +1,13 @@
 """``ort-cpu``: onnxruntime's CPU execution provider, full graph optimisation, fixed threads."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 import onnx
 
 from hwprune_fx.targets.base import Backend, register_backend
-from hwprune_fx.targets.measurement import Measurement, summarize
+from hwprune_fx.targets.measurement import Measurement, summarize, time_calls
 
 __all__ = ["OrtCpuBackend"]
 
@@ -37,12 +36,6 @@ class OrtCpuBackend(Backend):
 
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
         sess = self.session(model)
-        for _ in range(self.timing.warmup):
-            sess.run(None, feeds)
-        samples: list[float] = []
-        start = time.perf_counter()
-        while len(samples) < self.timing.repeat or time.perf_counter() - start < self.timing.min_seconds:
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            samples.append((time.perf_counter() - t0) * 1e3)
-        return summarize(self.name, samples, self.timing.warmup, self.timing.threads, self.settings())
+        t = self.timing
+        samples = time_calls(lambda: sess.run(None, feeds), t.warmup, t.repeat, t.min_seconds)
+        return summarize(self.name, samples, t.warmup, t.threads, self.settings())

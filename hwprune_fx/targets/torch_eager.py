@@ -5,7 +5,6 @@ dependencies); use the Python API with the ``torch.nn.Module`` / fx ``GraphModul
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ import onnx
 
 from hwprune_fx.errors import UserError
 from hwprune_fx.targets.base import Backend, register_backend
-from hwprune_fx.targets.measurement import Measurement, summarize
+from hwprune_fx.targets.measurement import Measurement, summarize, time_calls
 
 __all__ = ["TorchEagerBackend"]
 
@@ -42,14 +41,8 @@ class TorchEagerBackend(Backend):
         try:
             module = module.eval()
             with torch.inference_mode():
-                for _ in range(self.timing.warmup):
-                    module(*example_inputs)
-                samples = []
-                start = time.perf_counter()
-                while len(samples) < self.timing.repeat or time.perf_counter() - start < self.timing.min_seconds:
-                    t0 = time.perf_counter()
-                    module(*example_inputs)
-                    samples.append((time.perf_counter() - t0) * 1e3)
+                t = self.timing
+                samples = time_calls(lambda: module(*example_inputs), t.warmup, t.repeat, t.min_seconds)
         finally:
             torch.set_num_threads(previous)
         return summarize(self.name, samples, self.timing.warmup, self.timing.threads, self.settings())
