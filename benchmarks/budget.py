@@ -1,0 +1,97 @@
+"""Budget table: every search, several budgets, final latency measured again in a fresh process.
+
+    python benchmarks/budget.py --models resnet18,resnet50 --budgets 80,60,40 --searches opti-cut,hilp,flops,uniform
+
+A row passes when the re-measured latency is within the budget; "used" is the fraction of
+the budget the result takes (>= 90% means the search did not over-prune).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
+
+REMEASURE = """
+import json, sys, onnx
+from hwprune_fx.targets import TimingConfig, create_backend
+b = create_backend("ort-cpu", timing=TimingConfig(warmup=10, repeat={repeat}, threads={threads}), use_cache=False)
+print(json.dumps([b.measure(onnx.load(p)).median_ms for p in sys.argv[1:]]))
+"""
+
+
+def remeasure(paths: list[Path], repeat: int, threads: int) -> list[float]:
+    """Median latency of each model, measured side by side in a fresh process."""
+    out = subprocess.run([sys.executable, "-c", REMEASURE.format(repeat=repeat, threads=threads), *map(str, paths)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from hwprune_fx.frontends.onnx_io import save_onnx
+    from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,vgg16_bn,efficientnet_b0")
+    ap.add_argument("--budgets", default="80,60,40")
+    ap.add_argument("--searches", default="opti-cut,hilp,flops,uniform")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--size", type=int, default=None, help="input side (default: the model's own)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache"
+        for name in args.models.split(","):
+            src = Path(tmp) / f"{name}.onnx"
+            export_onnx(build_model(name), input_shape_for(name, args.size), src)
+            for budget in args.budgets.split(","):
+                for search in args.searches.split(","):
+                    t0 = time.perf_counter()
+                    row = {"model": name, "budget": f"{budget}%", "search": search}
+                    try:
+                        res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
+                                              repeat=args.repeat, cache_dir=cache)
+                        out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
+                        save_onnx(res["model"], out)
+                        base_ms, final_ms = remeasure([src, out], args.repeat * 2, args.threads)
+                        rep = res["report"]
+                        target = base_ms * float(budget) / 100
+                        row.update({"baseline_ms": base_ms, "final_ms": final_ms, "budget_ms": target,
+                                    "met": final_ms <= target, "used": final_ms / target,
+                                    "macs_ratio": rep["macs_after"] / rep["macs_before"],
+                                    "params_ratio": rep["params_after"] / rep["params_before"],
+                                    "search_seconds": rep["seconds"]["search"],
+                                    "total_seconds": time.perf_counter() - t0})
+                    except UnreachableBudget as exc:
+                        row.update({"met": False, "error": str(exc), "total_seconds": time.perf_counter() - t0})
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hits = sum(1 for r in rows if r["met"])
+    summary = {"hits": hits, "rows": len(rows),
+               "worst_overshoot_pct": max([100 * (r["used"] - 1) for r in rows if "used" in r] or [0.0])}
+    (out_dir / "budget.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    md = [f"# Budget table (ort-cpu, {args.threads} thread): {hits}/{len(rows)} rows within budget, "
+          f"worst overshoot {summary['worst_overshoot_pct']:.1f}%", "",
+          "| model | budget | search | baseline ms | final ms | budget ms | met | used | MACs after/before | search s |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "final_ms" in r:
+            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['baseline_ms']:.2f} | {r['final_ms']:.2f} | "
+                      f"{r['budget_ms']:.2f} | {'yes' if r['met'] else 'NO'} | {100 * r['used']:.0f}% | "
+                      f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} |")
+        else:
+            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} |")
+    (out_dir / "budget.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
