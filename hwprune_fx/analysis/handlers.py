@@ -137,6 +137,10 @@ def _tie_same(op: OpNode, g: ChannelGraph, s: SlotSpace, x: str, y: str, out_axi
 @register(Kind.UNARY)
 def _unary(op: OpNode, g: ChannelGraph, s: SlotSpace) -> None:
     x = op.inputs[0]
+    spatial_from = op.attrs.get("spatial_from")
+    if spatial_from is not None and s.has(x) and s.axis[x] >= spatial_from:
+        pin_op(op, g, s, f"{op.name} ({op.op_type}) pools over the channel axis")
+        return
     for y in op.outputs:
         if not y:
             continue

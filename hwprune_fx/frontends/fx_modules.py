@@ -25,13 +25,18 @@ _UNARY_MODULES: tuple[type, ...] = (
     nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.LeakyReLU,
     nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Tanhshrink,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Identity,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool1d, nn.LPPool2d,
     nn.Upsample, nn.UpsamplingNearest2d, nn.UpsamplingBilinear2d,
     nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d,
     nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d,
     nn.ReplicationPad1d, nn.ReplicationPad2d, nn.ReplicationPad3d,
+)
+
+
+# pools work on the axes from 2 on (N, C, spatial...): a channel axis there is pooled over
+_POOL_MODULES: tuple[type, ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d, nn.LPPool1d, nn.LPPool2d,
 )
 
 
@@ -119,6 +124,7 @@ _MODULES: list[tuple[tuple[type, ...], ModuleMapper]] = [
     ((nn.GroupNorm, nn.LocalResponseNorm), _channel_mixing_norm),
     ((nn.Softmax, nn.LogSoftmax, nn.Softmax2d), _softmax_module),
     ((nn.Flatten,), lambda node, mod, prefix: Mapped(Kind.RESHAPE)),
+    (_POOL_MODULES, lambda node, mod, prefix: Mapped(Kind.UNARY, {"spatial_from": 2})),
     (_UNARY_MODULES, lambda node, mod, prefix: Mapped(Kind.UNARY)),
 ]
 

@@ -213,9 +213,6 @@ _UNARY_FUNCS = [
     torch.relu, torch.relu_, F.relu, F.relu_, F.relu6, F.silu, F.gelu, F.hardswish, F.hardsigmoid,
     torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.leaky_relu, F.elu, F.selu, F.celu, F.mish, F.softplus,
     F.hardtanh, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
-    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
     F.interpolate, F.pad, torch.exp, torch.abs, torch.neg, torch.sqrt, torch.clamp, torch.clip, torch.erf,
     operator.neg, operator.pos,
 ]
@@ -223,7 +220,13 @@ _ELEMENTWISE_FUNCS = [
     operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
     operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum, torch.where,
 ]
+_POOL_FUNCS = [
+    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+]
 _FUNCS: dict[Callable, Mapper] = {f: _unary for f in _UNARY_FUNCS}
+_FUNCS.update({f: (lambda node: Mapped(Kind.UNARY, {"spatial_from": 2})) for f in _POOL_FUNCS})
 _FUNCS.update({f: _elementwise for f in _ELEMENTWISE_FUNCS})
 _FUNCS.update({
     torch.cat: _concat, torch.concat: _concat, torch.concatenate: _concat,

@@ -26,6 +26,7 @@ ELEMENTWISE_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "PRelu", "Equal",
     "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "And", "Or", "Xor", "Mod",
 })
+_POOLS = frozenset({"MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 REDUCE_OPS = {
     "ReduceMean": False, "ReduceMax": False, "ReduceMin": False, "ReduceProd": False,
     "ReduceLogSumExp": False, "ReduceSum": True, "ReduceL1": True, "ReduceL2": False,
@@ -118,7 +119,7 @@ def _unary(n: gs.Node):
         return _barrier(f"{n.name}: {n.op} with a non-constant parameter input")
     if n.op == "Resize" and len(n.inputs) > 3 and n.inputs[3] is not None and n.inputs[3].name:
         return _barrier(f"{n.name}: Resize with explicit sizes")
-    return Kind.UNARY, {}, ""
+    return Kind.UNARY, ({"spatial_from": 2} if n.op in _POOLS else {}), ""
 
 
 @_maps(*ELEMENTWISE_OPS)

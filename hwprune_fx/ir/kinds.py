@@ -17,7 +17,8 @@ class Kind(str, Enum):
     MATMUL = "matmul"             # two activations: numpy matmul semantics
     ELEMENTWISE = "elementwise"   # numpy broadcasting over all inputs; constant inputs are sliced
     CHANNELWISE = "channelwise"   # per-channel parameters on attr ``axis`` (BatchNorm, InstanceNorm)
-    UNARY = "unary"               # output channels == input channels, same axis (Relu, pools)
+    UNARY = "unary"               # output channels == input channels, same axis (Relu, pools);
+                                  # attrs: spatial_from (pools mix axes >= it; channels must lie before)
     REDUCE = "reduce"             # attrs: axes, keepdims, channel_safe (sum-like over channels)
     CONCAT = "concat"             # attrs: axis
     SPLIT = "split"               # attrs: axis, sizes
