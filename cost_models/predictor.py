@@ -26,7 +26,7 @@ __all__ = ["PredictorCostModel"]
 class PredictorCostModel:
     lut: LutCostModel
     analysis: DependencyAnalysis | None = None
-    ridge: float = 1e-3
+    ridge: float = 1e-6
     coef: np.ndarray | None = None
     name: str = field(default="predictor", init=False)
 
@@ -61,17 +61,34 @@ class PredictorCostModel:
         return np.array([1.0, *per_kind.values(), self.flops.predict(keep) / 1e3, changed / 10.0, *traffic])
 
     def fit(self, configs: Sequence[np.ndarray], measured_ms: Sequence[float]) -> "PredictorCostModel":
+        """Ridge regression on standardised features; the ridge strength is chosen by
+        leave-one-out error among ``ridge * 10**k`` (few, noisy samples overfit otherwise)."""
         x = np.stack([self.features(k) for k in configs])
         y = np.asarray(measured_ms, dtype=np.float64)
-        reg = self.ridge * np.eye(x.shape[1])
+        self._mu = x[:, 1:].mean(0)
+        self._sd = x[:, 1:].std(0)
+        self._sd[self._sd == 0] = 1.0
+        z = np.hstack([np.ones((x.shape[0], 1)), (x[:, 1:] - self._mu) / self._sd])
+        best = None
+        for lam in self.ridge * 10.0 ** np.arange(0, 7):
+            reg = lam * np.eye(z.shape[1])
+            reg[0, 0] = 0.0
+            hat = z @ np.linalg.solve(z.T @ z + reg, z.T)
+            resid = (y - hat @ y) / np.clip(1 - np.diag(hat), 1e-6, None)
+            loo = float(np.mean((resid / y) ** 2))
+            if best is None or loo < best[0]:
+                best = (loo, lam)
+        reg = best[1] * np.eye(z.shape[1])
         reg[0, 0] = 0.0
-        self.coef = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        self.coef = np.linalg.solve(z.T @ z + reg, z.T @ y)
+        self.chosen_ridge = best[1]
         return self
 
     def predict(self, keep: np.ndarray) -> float:
         if self.coef is None:
             return self.lut.predict(keep)
-        return float(self.features(keep) @ self.coef)
+        f = self.features(keep)
+        return float(self.coef[0] + ((f[1:] - self._mu) / self._sd) @ self.coef[1:])
 
     def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
         after = keep.copy()

@@ -127,7 +127,7 @@ def test_lut_and_predictor_consistency(tmp_path, r18) -> None:
     after[remove] = False
     assert lut.delta(keep, remove) == pytest.approx(lut.predict(after) - lut.predict(keep))
     # the predictor reproduces a linear function of its own features exactly
-    pred = PredictorCostModel(lut, ridge=1e-9)
+    pred = PredictorCostModel(lut, ridge=1e-12)
     configs = [_random_keep(analysis, s) for s in range(12)]
     truth = [2.0 + 1.5 * lut.predict(k) for k in configs]
     pred.fit(configs, truth)
