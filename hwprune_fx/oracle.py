@@ -7,15 +7,13 @@ same inputs and compares every output.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hwprune_fx.frontends.onnx_io import TWO_GB, infer_shapes_static
+from hwprune_fx.frontends.onnx_io import infer_shapes_static, runtime_source
 
 __all__ = ["OracleResult", "mask_removed_channels", "run_onnx", "onnx_oracle", "relative_error",
            "random_inputs"]
@@ -103,13 +101,10 @@ def run_onnx(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    if isinstance(model, str) or model.ByteSize() < TWO_GB:
-        src = model if isinstance(model, str) else model.SerializeToString()
+    if isinstance(model, str):
+        return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    with runtime_source(model) as src:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
-    with tempfile.TemporaryDirectory() as tmp:  # above 2 GB: protobuf cannot hold it in one message
-        path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
 
 
 def onnx_oracle(original: onnx.ModelProto, pruned: onnx.ModelProto, removed_channels: dict[str, dict],

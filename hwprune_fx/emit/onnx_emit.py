@@ -5,7 +5,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from hwprune_fx.errors import RewriteError
-from hwprune_fx.frontends.onnx_io import TWO_GB, infer_shapes_static
+from hwprune_fx.frontends.onnx_io import fits_in_protobuf, infer_shapes_static
 from hwprune_fx.plan import PruningPlan
 
 __all__ = ["export_checked"]
@@ -16,7 +16,7 @@ def export_checked(graph: gs.Graph, plan: PruningPlan | None = None) -> onnx.Mod
     model = gs.export_onnx(graph)
     try:
         model = infer_shapes_static(model)
-        if model.ByteSize() < TWO_GB:
+        if fits_in_protobuf(model):
             onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise RewriteError(f"pruned model failed the ONNX checker: {str(exc).splitlines()[0]}") from None

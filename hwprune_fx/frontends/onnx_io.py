@@ -7,9 +7,11 @@ static shape the analysis can trust.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -17,9 +19,32 @@ from google.protobuf.message import DecodeError
 
 from hwprune_fx.errors import UserError
 
-__all__ = ["load_onnx", "prepare_graph", "save_onnx", "parse_input_shapes", "infer_shapes_static", "TWO_GB"]
+__all__ = ["load_onnx", "prepare_graph", "save_onnx", "parse_input_shapes", "infer_shapes_static", "TWO_GB",
+           "fits_in_protobuf", "runtime_source"]
 
 TWO_GB = 2**31 - 1
+
+
+def fits_in_protobuf(model: onnx.ModelProto) -> bool:
+    """Whether the model serialises as one message (< 2 GB). ``ByteSize()`` itself fails above
+    2 GB, so the estimate adds up the initializers' payloads with a margin for the graph."""
+    total = 0
+    for t in model.graph.initializer:
+        total += len(t.raw_data) + 4 * (len(t.float_data) + len(t.int32_data)) + 8 * (len(t.int64_data) + len(t.double_data))
+    return total + 64 * 1024 * 1024 < TWO_GB
+
+
+@contextlib.contextmanager
+def runtime_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
+    """What an onnxruntime session can load: the bytes, or above 2 GB a temporary file with
+    external data (removed afterwards)."""
+    if fits_in_protobuf(model):
+        yield model.SerializeToString()
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        yield path
 
 
 def parse_input_shapes(specs: tuple[str, ...] | list[str] | None) -> dict[str | None, list[int]]:
@@ -157,9 +182,9 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, *, check: bool = 
     """Check (full, with shape inference) and write atomically; external data above 2 GB."""
     dest = Path(path)
     if check:
-        if model.ByteSize() < TWO_GB:
+        if fits_in_protobuf(model):
             onnx.checker.check_model(model, full_check=True)
-    big = model.ByteSize() >= TWO_GB
+    big = not fits_in_protobuf(model)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=str(dest.parent))
     os.close(fd)
     data_name = dest.name + ".data"

@@ -45,7 +45,12 @@ class TimingConfig:
 def model_hash(model: onnx.ModelProto) -> str:
     """Content hash of a model (graph and weights), stable across runs."""
     h = hashlib.sha256()
-    h.update(model.graph.SerializeToString(deterministic=True))
+    for init in model.graph.initializer:  # weights one by one: the whole graph may exceed 2 GB
+        h.update(init.SerializeToString(deterministic=True))
+    for node in model.graph.node:
+        h.update(node.SerializeToString(deterministic=True))
+    for vi in list(model.graph.input) + list(model.graph.output):
+        h.update(vi.SerializeToString(deterministic=True))
     for op in model.opset_import:
         h.update(f"{op.domain}:{op.version}".encode())
     return h.hexdigest()[:32]

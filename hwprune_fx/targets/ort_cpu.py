@@ -32,7 +32,10 @@ class OrtCpuBackend(Backend):
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        from hwprune_fx.frontends.onnx_io import runtime_source
+
+        with runtime_source(model) as src:
+            return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
 
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
         sess = self.session(model)
