@@ -154,10 +154,21 @@ def example(name: str, output: str, size: int | None, seed: int) -> None:
     click.echo(f"wrote {output} ({name}, random weights, input {'x'.join(map(str, shape))})")
 
 
-def _bar(quiet: bool, desc: str) -> Any:
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm progress bar on stderr whose total is learnt from the first ``(done, total)`` call."""
 
-    return tqdm(total=0, desc=desc, disable=quiet, file=sys.stderr, leave=False)
+    def __init__(self, quiet: bool, desc: str) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=0, desc=desc, disable=quiet, file=sys.stderr, leave=False)
+
+    def __call__(self, done: int, total: int) -> None:
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 def _make_backend(target: str, threads: int, repeat: int, cache_dir: str | None, tune_trials: int,
@@ -199,7 +210,7 @@ def profile(model: str, target: str, threads: int, repeat: int, json_path: str |
     from hwprune_fx.frontends.onnx_io import parse_input_shapes
     from hwprune_fx.pipeline import check_output_path, load_onnx_model
     from hwprune_fx.profiling.profile import find_layer, profile_layers
-    from hwprune_fx.profiling.sweep import default_counts, sweep_layer
+    from hwprune_fx.profiling.sweep import sweep_layer
 
     if threads < 1 or repeat < 1 or points < 2:
         raise UserError("--threads and --repeat must be >= 1, --points >= 2")
@@ -213,10 +224,9 @@ def profile(model: str, target: str, threads: int, repeat: int, json_path: str |
     if sweep_layer_name:
         layer = find_layer(loaded.graph, sweep_layer_name)
         full = layer.in_channels if axis == "in" else layer.out_channels
-        counts = sorted({max(1, int(round(c))) for c in __import__("numpy").linspace(1, full, points)} | {full})
-        bar = _bar(quiet, f"sweep {layer.name}")
-        bar.total = len(counts)
-        result = sweep_layer(layer, backend, axis, counts, progress=lambda i, n: bar.update(1))
+        counts = sorted({max(1, round(1 + (full - 1) * i / (points - 1))) for i in range(points)} | {full})
+        bar = _Bar(quiet, f"sweep {layer.name}")
+        result = sweep_layer(layer, backend, axis, counts, progress=bar)
         bar.close()
         rows = [[c, round(ms, 4), round(ms / result.ms[-1], 3)] for c, ms in zip(result.counts, result.ms)]
         click.echo(format_table([f"{result.axis} channels", "ms", "vs full"], rows))
@@ -229,9 +239,8 @@ def profile(model: str, target: str, threads: int, repeat: int, json_path: str |
             plot_sweep(result, plot, target)
             click.echo(f"wrote {plot}")
     else:
-        bar = _bar(quiet, "layers")
-        data = profile_layers(loaded.graph, loaded.original, backend,
-                              progress=lambda i, n: (setattr(bar, "total", n), bar.update(1)))
+        bar = _Bar(quiet, "layers")
+        data = profile_layers(loaded.graph, loaded.original, backend, progress=bar)
         bar.close()
         rows = [[r["layer"], r["op"], "x".join(map(str, r["input_shape"])), f"{r['in_channels']}->{r['out_channels']}",
                  round(r["ms"], 4), f"{100 * r['share']:.1f}%", r["macs"]] for r in data["layers"]]

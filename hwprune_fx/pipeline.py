@@ -103,9 +103,9 @@ def check_output_path(output: str | os.PathLike, inputs: tuple[str | os.PathLike
     """Refuse to overwrite an input and fail early when the output folder is not writable."""
     out = Path(output)
     for src in inputs:
-        if src is not None and Path(src).exists() and out.exists() and os.path.samefile(src, out):
-            raise UserError(f"{out}: the output path is the input file; choose another -o")
-        if src is not None and out.resolve() == Path(src).resolve():
+        same = src is not None and (out.resolve() == Path(src).resolve()
+                                    or (out.exists() and Path(src).exists() and os.path.samefile(src, out)))
+        if same:
             raise UserError(f"{out}: the output path is the input file; choose another -o")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
