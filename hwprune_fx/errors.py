@@ -1,7 +1,8 @@
 """Error types: a user's mistake is a :class:`UserError` (one line, no traceback)."""
 from __future__ import annotations
 
-__all__ = ["HwpruneError", "UserError", "AnalysisError", "RewriteError", "VerificationError"]
+__all__ = ["HwpruneError", "UserError", "AnalysisError", "RewriteError", "VerificationError",
+           "BackendError"]
 
 
 class HwpruneError(Exception):
@@ -22,3 +23,7 @@ class RewriteError(HwpruneError):
 
 class VerificationError(HwpruneError):
     """``verify(graph)`` found an inconsistent graph."""
+
+
+class BackendError(HwpruneError):
+    """A backend could not produce an honest measurement (e.g. untuned TVM workloads)."""
