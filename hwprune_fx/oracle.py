@@ -7,13 +7,15 @@ same inputs and compares every output.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hwprune_fx.frontends.onnx_io import infer_shapes_static, runtime_source
+from hwprune_fx.frontends.onnx_io import fits_in_protobuf, infer_shapes_static, runtime_source
 
 __all__ = ["OracleResult", "mask_removed_channels", "run_onnx", "onnx_oracle", "relative_error",
            "random_inputs"]
@@ -41,11 +43,21 @@ def relative_error(ref: np.ndarray, got: np.ndarray) -> tuple[float, float]:
     return abs_err / max(scale, 1e-12), abs_err
 
 
-def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, dict]) -> onnx.ModelProto:
-    """A copy of ``model`` with every listed tensor multiplied by its keep-mask at its producer."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inferred = infer_shapes_static(m)
+def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, dict],
+                          with_weights: bool = True) -> onnx.ModelProto:
+    """A copy of ``model`` with every listed tensor multiplied by its keep-mask at its producer.
+
+    With ``with_weights=False`` the copy holds only the masks (a large model's weights are
+    then supplied from ``model`` when it is written, see :func:`run_onnx`).
+    """
+    if with_weights:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+    else:
+        from hwprune_fx.frontends.onnx_external import _light_copy
+
+        m = _light_copy(model)
+    inferred = infer_shapes_static(m if with_weights else _with_initializer_shapes(m, model))
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
     sizes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
@@ -81,6 +93,15 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
     return m
 
 
+def _with_initializer_shapes(light: onnx.ModelProto, full: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``light`` with data-free stand-ins of ``full``'s initializers, for shape inference."""
+    m = onnx.ModelProto()
+    m.CopyFrom(light)
+    m.graph.initializer.extend(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type)
+                               for t in full.graph.initializer)
+    return m
+
+
 def random_inputs(model: onnx.ModelProto, seed: int = 0, batch: int = 2) -> dict[str, np.ndarray]:
     """Normal-distributed float inputs at the model's static shapes."""
     rng = np.random.default_rng(seed)
@@ -94,7 +115,8 @@ def random_inputs(model: onnx.ModelProto, seed: int = 0, batch: int = 2) -> dict
     return feeds
 
 
-def run_onnx(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def run_onnx(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray],
+             weights_from: onnx.ModelProto | None = None) -> list[np.ndarray]:
     """Run a model in onnxruntime (CPU, all optimisations off so nothing is re-ordered)."""
     import onnxruntime as ort
 
@@ -103,6 +125,13 @@ def run_onnx(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list
     opts.log_severity_level = 3
     if isinstance(model, str):
         return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
+    if weights_from is not None:
+        from hwprune_fx.frontends.onnx_external import save_with_external_data
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "model.onnx")
+            save_with_external_data(model, path, "model.onnx.data", initializers_from=weights_from)
+            return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
     with runtime_source(model) as src:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"]).run(None, feeds)
 
@@ -111,7 +140,11 @@ def onnx_oracle(original: onnx.ModelProto, pruned: onnx.ModelProto, removed_chan
                 feeds: dict[str, np.ndarray] | None = None, tolerance: float = 1e-3) -> OracleResult:
     """Compare the pruned network against the masked original on the same inputs."""
     feeds = feeds or random_inputs(original)
-    ref = run_onnx(mask_removed_channels(original, removed_channels), feeds)
+    if fits_in_protobuf(original):
+        ref = run_onnx(mask_removed_channels(original, removed_channels), feeds)
+    else:  # above 2 GB: never copy the weights, stream them to disk from the original
+        ref = run_onnx(mask_removed_channels(original, removed_channels, with_weights=False), feeds,
+                       weights_from=original)
     got = run_onnx(pruned, feeds)
     rel, ab = 0.0, 0.0
     for r, g in zip(ref, got):

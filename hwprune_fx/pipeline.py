@@ -49,7 +49,8 @@ def load_onnx_model(model: str | os.PathLike | onnx.ModelProto,
         path = str(model)
         model = load_onnx(path)
     graph = prepare_graph(model, input_shapes, source=path or "model")
-    original = gs.export_onnx(graph.copy())
+    del model  # the prepared graph holds what is needed; a large proto need not stay twice
+    original = gs.export_onnx(graph)  # export reads the graph, it does not share or change it
     cg = onnx_to_channel_graph(graph)
     verify(cg)
     return LoadedOnnx(path, graph, cg, original)

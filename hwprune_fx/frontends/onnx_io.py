@@ -41,9 +41,11 @@ def runtime_source(model: onnx.ModelProto) -> Iterator[bytes | str]:
     if fits_in_protobuf(model):
         yield model.SerializeToString()
         return
+    from hwprune_fx.frontends.onnx_external import save_with_external_data
+
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save_model(model, path, save_as_external_data=True, location="model.onnx.data")
+        save_with_external_data(model, path, "model.onnx.data")
         yield path
 
 
@@ -190,8 +192,9 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike, *, check: bool = 
     data_name = dest.name + ".data"
     try:
         if big:
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name + ".tmp", size_threshold=1024)
+            from hwprune_fx.frontends.onnx_external import save_with_external_data
+
+            save_with_external_data(model, tmp, data_name + ".tmp")
             if check:
                 onnx.checker.check_model(tmp, full_check=True)
             os.replace(str(dest.parent / (data_name + ".tmp")), str(dest.parent / data_name))
