@@ -88,7 +88,8 @@ def _gemm(n: gs.Node):
     w = _const(n.inputs[1])
     if int(n.attrs.get("transA", 0)) or w is None or _const(n.inputs[0]) is not None:
         return _barrier(f"{n.name}: Gemm with transA or a non-constant weight")
-    w = w * float(n.attrs.get("alpha", 1.0))
+    alpha = float(n.attrs.get("alpha", 1.0))
+    w = w * alpha if alpha != 1.0 else w
     kind_w = w if int(n.attrs.get("transB", 0)) else w.T  # [M, K]
     return Kind.LINEAR, {"weight": kind_w}, ""
 

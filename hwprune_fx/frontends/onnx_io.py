@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
@@ -166,7 +167,13 @@ def prepare_graph(model: onnx.ModelProto, input_shapes: dict[str | None, list[in
         model = infer_shapes_static(gs.export_onnx(graph))
     except onnx.shape_inference.InferenceError as exc:
         raise UserError(f"{source}: ONNX shape inference failed: {str(exc).splitlines()[0]}") from None
-    return gs.import_onnx(model)
+    graph = gs.import_onnx(model)
+    for t in graph.tensors().values():
+        # load every constant once into numpy and let the proto go: the graph then holds the
+        # weights a single time (lazy values would keep the whole proto alive and load copies)
+        if isinstance(t, gs.Constant):
+            t.values = np.asarray(t.values)
+    return graph
 
 
 def _unique_node_names(graph: gs.Graph) -> None:
