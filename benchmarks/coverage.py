@@ -30,6 +30,16 @@ def all_models() -> list[str]:
     return torchvision.models.list_models(module=torchvision.models)
 
 
+def source_version() -> str:
+    """``git describe --always --dirty`` of the checkout; rows record it because the library may change mid-run."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=_HERE, capture_output=True,
+                             text=True, timeout=30)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def _failed_row(name: str, error: str, stderr: str) -> dict[str, Any]:
     return {"model": name, "exact": False, "error": error, "traceback": stderr[-3000:]}
 
@@ -60,8 +70,10 @@ def run_one(name: str, ratio: float, fx: bool, timeout: float) -> dict[str, Any]
 
 def summarize(rows: list[dict[str, Any]], fx: bool) -> dict[str, Any]:
     exact = sum(1 for r in rows if r.get("exact"))
+    versions = sorted({r.get("source_version", "unknown") for r in rows})
     summary: dict[str, Any] = {"exact_onnx": exact, "total": len(rows),
-                               "errored": [r["model"] for r in rows if not r.get("exact")]}
+                               "errored": [r["model"] for r in rows if not r.get("exact")],
+                               "source_versions": versions}
     if fx:
         avail = [r for r in rows if r.get("fx_available")]
         summary["fx_available"] = bool(avail)
@@ -98,6 +110,7 @@ def markdown(rows: list[dict[str, Any]], summary: dict[str, Any], ratio: float, 
             "MACs after/before", "max rel err", "analysis s", "exact", "error"] + (["fx"] if fx else [])
     out = [f"# Coverage: torchvision classifiers pruned at ratio {ratio}", "",
            f"**{summary_line(summary)}**", "",
+           f"Measured at: {', '.join(summary['source_versions'])} (`git describe --dirty` before each model).", "",
            "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         err = r.get("max_rel_error")
@@ -126,7 +139,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for i, name in enumerate(names, 1):
+        version = source_version()
         row = run_one(name, args.ratio, fx, args.timeout_per_model)
+        row["source_version"] = version
         rows.append(row)
         state = "exact" if row.get("exact") else f"FAIL {row.get('error', '')[:120]}"
         fx_state = f" fx={_fx_cell(row)[:40]}" if fx else ""
