@@ -97,8 +97,10 @@ def _with_initializer_shapes(light: onnx.ModelProto, full: onnx.ModelProto) -> o
     """A copy of ``light`` with data-free stand-ins of ``full``'s initializers, for shape inference."""
     m = onnx.ModelProto()
     m.CopyFrom(light)
-    m.graph.initializer.extend(onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type)
-                               for t in full.graph.initializer)
+    for t in full.graph.initializer:
+        small = len(t.raw_data) <= 32768 and t.data_location != onnx.TensorProto.EXTERNAL
+        # small constants (shapes, axes) keep their data: shape inference reads them
+        m.graph.initializer.append(t if small else onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))
     return m
 
 
