@@ -107,9 +107,14 @@ def main() -> None:
               f"lut {r['lut']['mape_pct']}%; flops {r['flops']['mape_pct']}% ({r['seconds']} s)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"target": args.target, "settings": backend.settings(), "variants": args.variants}
+    import os
+
+    meta = {"target": args.target, "settings": backend.settings(), "variants": args.variants,
+            "load_average_at_end": list(os.getloadavg())}
     (out / "cost_model_accuracy.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# Cost-model accuracy on {args.target} ({args.threads} thread), held-out variants", "",
+          f"Load average at the end: {', '.join(f'{x:.1f}' for x in meta['load_average_at_end'])} on "
+          f"{os.cpu_count()} cores (timing noise grows with it).", "",
           "| model | baseline ms | predictor MAPE | predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ |",
           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
