@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hwprune_fx.frontends.onnx_io import fits_in_protobuf, infer_shapes_static, runtime_source
+from hwprune_fx.frontends.onnx_io import fits_in_protobuf, infer_shapes_static, initializer_stubs, runtime_source
 
 __all__ = ["OracleResult", "mask_removed_channels", "run_onnx", "onnx_oracle", "relative_error",
            "random_inputs"]
@@ -54,9 +54,9 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
         m = onnx.ModelProto()
         m.CopyFrom(model)
     else:
-        from hwprune_fx.frontends.onnx_external import _light_copy
+        from hwprune_fx.frontends.onnx_external import structure_copy
 
-        m = _light_copy(model)
+        m = structure_copy(model)
     inferred = infer_shapes_static(m if with_weights else _with_initializer_shapes(m, model))
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim)
              for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
@@ -94,13 +94,10 @@ def mask_removed_channels(model: onnx.ModelProto, removed_channels: dict[str, di
 
 
 def _with_initializer_shapes(light: onnx.ModelProto, full: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``light`` with data-free stand-ins of ``full``'s initializers, for shape inference."""
+    """A copy of ``light`` with data-free stand-ins of ``full``'s large initializers, for shape inference."""
     m = onnx.ModelProto()
     m.CopyFrom(light)
-    for t in full.graph.initializer:
-        small = len(t.raw_data) <= 32768 and t.data_location != onnx.TensorProto.EXTERNAL
-        # small constants (shapes, axes) keep their data: shape inference reads them
-        m.graph.initializer.append(t if small else onnx.TensorProto(name=t.name, dims=t.dims, data_type=t.data_type))
+    m.graph.initializer.extend(initializer_stubs(full.graph.initializer))
     return m
 
 

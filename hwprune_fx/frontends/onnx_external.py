@@ -12,10 +12,10 @@ import os
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["save_with_external_data"]
+__all__ = ["save_with_external_data", "structure_copy"]
 
 
-def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def structure_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """Everything but the initializers (graph structure, io, opsets, metadata)."""
     out = onnx.ModelProto()
     out.ir_version = model.ir_version
@@ -41,7 +41,7 @@ def save_with_external_data(model: onnx.ModelProto, path: str | os.PathLike, loc
         initializers_from: take the initializers from this model instead (same names), so a
             re-wired copy of a large graph need not hold the weights itself.
     """
-    light = _light_copy(model)
+    light = structure_copy(model)
     data_path = os.path.join(os.path.dirname(os.fspath(path)) or ".", location)
     offset = 0
     sources = list(model.graph.initializer)

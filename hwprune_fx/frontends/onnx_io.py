@@ -21,7 +21,7 @@ from google.protobuf.message import DecodeError
 from hwprune_fx.errors import UserError
 
 __all__ = ["load_onnx", "prepare_graph", "save_onnx", "parse_input_shapes", "infer_shapes_static", "TWO_GB",
-           "fits_in_protobuf", "runtime_source"]
+           "fits_in_protobuf", "runtime_source", "initializer_stubs"]
 
 TWO_GB = 2**31 - 1
 
@@ -110,25 +110,25 @@ def _apply_input_shapes(model: onnx.ModelProto, shapes: dict[str | None, list[in
                 f"{source}: input {inp.name!r} has a dynamic shape; give it with --input-shape {inp.name}:1x3x224x224")
 
 
-def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with large initializers reduced to name, type and dims (shape inference reads no more)."""
-    skel = onnx.ModelProto()
-    skel.ir_version = model.ir_version
-    skel.opset_import.extend(model.opset_import)
-    skel.functions.extend(model.functions)
-    g = skel.graph
-    g.name = model.graph.name
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    for init in model.graph.initializer:
+def initializer_stubs(initializers) -> Iterator[onnx.TensorProto]:
+    """Small constants as they are (shape inference reads shapes and axes from them), large ones
+    reduced to name, type and dims."""
+    for init in initializers:
         numel = 1
         for d in init.dims:
             numel *= d
         if numel <= 4096 and init.data_location != onnx.TensorProto.EXTERNAL:
-            g.initializer.append(init)
+            yield init
         else:
-            g.initializer.append(onnx.TensorProto(name=init.name, dims=init.dims, data_type=init.data_type))
+            yield onnx.TensorProto(name=init.name, dims=init.dims, data_type=init.data_type)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with large initializers reduced to name, type and dims (shape inference reads no more)."""
+    from hwprune_fx.frontends.onnx_external import structure_copy
+
+    skel = structure_copy(model)
+    skel.graph.initializer.extend(initializer_stubs(model.graph.initializer))
     return skel
 
 
