@@ -132,12 +132,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(_HERE / "results"))
     ap.add_argument("--no-fx", action="store_true", help="skip the torch.fx path")
     ap.add_argument("--timeout-per-model", type=float, default=1800.0, help="seconds (default 1800)")
+    ap.add_argument("--update", action="store_true",
+                    help="re-run --models and replace their rows in the existing results (e.g. after an OOM kill)")
     args = ap.parse_args()
     names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else all_models()
     fx = not args.no_fx
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    if args.update and (out / "coverage.json").exists():
+        kept = [r for r in json.loads((out / "coverage.json").read_text())["rows"] if r["model"] not in names]
     for i, name in enumerate(names, 1):
         version = source_version()
         row = run_one(name, args.ratio, fx, args.timeout_per_model)
@@ -147,10 +152,11 @@ def main() -> None:
         fx_state = f" fx={_fx_cell(row)[:40]}" if fx else ""
         print(f"[{i}/{len(names)}] {name}: {state} prunable={row.get('prunable_channels_pct', '–')}% "
               f"{row.get('total_seconds', '–')} s{fx_state}", file=sys.stderr, flush=True)
-        summary = summarize(rows, fx)  # written after every model so an interrupted run keeps its rows
-        (out / "coverage.json").write_text(json.dumps({"rows": rows, "summary": summary}, indent=1) + "\n")
-        (out / "coverage.md").write_text(markdown(rows, summary, args.ratio, fx))
-    print(summary_line(summarize(rows, fx)), file=sys.stderr, flush=True)
+        table = sorted(kept + rows, key=lambda r: r["model"])
+        summary = summarize(table, fx)  # written after every model so an interrupted run keeps its rows
+        (out / "coverage.json").write_text(json.dumps({"rows": table, "summary": summary}, indent=1) + "\n")
+        (out / "coverage.md").write_text(markdown(table, summary, args.ratio, fx))
+    print(summary_line(summarize(sorted(kept + rows, key=lambda r: r["model"]), fx)), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
