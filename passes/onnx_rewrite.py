@@ -49,6 +49,12 @@ def _axis(plan: PruningPlan, t: gs.Tensor) -> int | None:
     return plan.analysis.slots.axis.get(t.name)
 
 
+def _slice_bias(n: gs.Node, rm_out: np.ndarray) -> None:
+    """A conv's optional bias (input 2) loses the removed output channels."""
+    if len(n.inputs) > 2 and isinstance(n.inputs[2], gs.Constant) and rm_out.size:
+        _set_const(n, 2, np.delete(np.asarray(n.inputs[2].values), rm_out, 0))
+
+
 def _grouped_weight(w: np.ndarray, group: int, rm_out: np.ndarray, rm_in: np.ndarray,
                     cin: int, name: str) -> tuple[np.ndarray, int]:
     """Slice an out-major grouped weight [Cout, Cin/g, ...]; whole groups may go."""
@@ -88,8 +94,7 @@ def _conv(n: gs.Node, plan: PruningPlan) -> None:
         w, group = _grouped_weight(w, group, rm_out, rm_in, cin, n.name)
         n.attrs["group"] = group
     _set_const(n, 1, w)
-    if len(n.inputs) > 2 and isinstance(n.inputs[2], gs.Constant) and rm_out.size:
-        _set_const(n, 2, np.delete(np.asarray(n.inputs[2].values), rm_out, 0))
+    _slice_bias(n, rm_out)
 
 
 @_rewrites("ConvTranspose")
@@ -107,8 +112,7 @@ def _conv_t(n: gs.Node, plan: PruningPlan) -> None:
     w = new.reshape(g2, co_g, ci_g, *new.shape[2:]).swapaxes(1, 2).reshape(g2 * ci_g, co_g, *new.shape[2:])
     n.attrs["group"] = g2
     _set_const(n, 1, w)
-    if len(n.inputs) > 2 and isinstance(n.inputs[2], gs.Constant) and rm_out.size:
-        _set_const(n, 2, np.delete(np.asarray(n.inputs[2].values), rm_out, 0))
+    _slice_bias(n, rm_out)
 
 
 @_rewrites("Gemm")
