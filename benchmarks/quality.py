@@ -1,0 +1,186 @@
+"""Accuracy at equal measured latency: criteria x searches on a real task with real data.
+
+scikit-learn's handwritten digits (1797 8x8 images, shipped with the package), upsampled to
+32x32, train a small ResNet here to >= 97% test accuracy, export it to ONNX, then prune it to
+60% and 40% of its measured ort-cpu latency with every criterion x search, plus the
+Torch-Pruning-style baseline (uniform L1). Per row: measured latency, test accuracy without
+fine-tuning and after the same short fine-tune for all, and output fidelity against the
+unpruned network (top-1 agreement, mean KL).
+
+    python benchmarks/quality.py                      # full grid
+    python benchmarks/quality.py --budgets 60 --criteria l1,ig --searches opti-cut
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock
+
+SIDE = 32
+
+
+def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Train/test split of sklearn's digits, upsampled to SIDE x SIDE, normalised."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(SIDE, SIDE), mode="bilinear", align_corners=False)
+    x = ((x - 0.5) / 0.5).numpy()
+    return train_test_split(x, d.target.astype(np.int64), test_size=0.3, random_state=seed, stratify=d.target)
+
+
+class DigitsResNet(nn.Module):
+    """A small ResNet (3 stages of BasicBlocks) sized so that latency is measurable (~ms)."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128), classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True))
+        blocks, cin = [], widths[0]
+        for i, w in enumerate(widths):
+            stride = 1 if i == 0 else 2
+            down = None if stride == 1 and cin == w else nn.Sequential(
+                nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+            blocks += [BasicBlock(cin, w, stride, down), BasicBlock(w, w)]
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def train(model: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float, seed: int) -> None:
+    """SGD with momentum and a cosine schedule; small random shifts as augmentation."""
+    torch.manual_seed(seed)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    steps = epochs * ((len(xt) + 63) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            xb = torch.roll(xt[idx], shifts=tuple(np.random.randint(-2, 3, 2)), dims=(2, 3))
+            loss = F.cross_entropy(model(xb), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    return torch.cat([model(torch.tensor(x[i:i + 256])) for i in range(0, len(x), 256)]).numpy()
+
+
+def fidelity(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Top-1 agreement and mean KL(ref || got) of the softmax outputs."""
+    p = torch.log_softmax(torch.tensor(ref), 1)
+    q = torch.log_softmax(torch.tensor(got), 1)
+    kl = (p.exp() * (p - q)).sum(1).mean().item()
+    return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "kl": kl}
+
+
+def main() -> None:
+    from onnx2torch import convert
+
+    from hwprune_fx.calib import CalibrationData
+    from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
+    from hwprune_fx.targets import TimingConfig, create_backend
+    from hwprune_fx.zoo import export_onnx
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budgets", default="60,40")
+    ap.add_argument("--criteria", default="l1,taylor,ig,similarity")
+    ap.add_argument("--searches", default="opti-cut,hilp")
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs of the dense network")
+    ap.add_argument("--finetune-epochs", type=int, default=3, help="the same short fine-tune for every row")
+    ap.add_argument("--calib", type=int, default=128, help="calibration samples, drawn from the training split")
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    xtr, xte, ytr, yte = digits(args.seed)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    dense = DigitsResNet()
+    t0 = time.perf_counter()
+    train(dense, xtr, ytr, args.epochs, 0.1, args.seed)
+    ref = logits_of(dense, xte)
+    dense_acc = float((ref.argmax(1) == yte).mean())
+    print(f"dense: test accuracy {dense_acc:.4f} after {args.epochs} epochs ({time.perf_counter() - t0:.0f} s)",
+          flush=True)
+    calib = CalibrationData({"input": xtr[:args.calib]}, "digits-train")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "digits_resnet.onnx"
+        export_onnx(dense, (1, 1, SIDE, SIDE), src)
+        cache = Path(tmp) / "cache"
+        runs = [(b, c, s) for b in args.budgets.split(",") for c in args.criteria.split(",")
+                for s in args.searches.split(",")] + [(b, "l1", "uniform") for b in args.budgets.split(",")]
+        for budget, criterion, search in runs:
+            row: dict = {"budget": f"{budget}%", "criterion": criterion, "search": search}
+            t0 = time.perf_counter()
+            try:
+                res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
+                                      cache_dir=cache, calib=calib if criterion not in ("l1", "l2", "bn") else None)
+            except UnreachableBudget as exc:
+                row["error"] = str(exc)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                continue
+            rep = res["report"]
+            pruned = convert(res["model"])
+            got = logits_of(pruned, xte)
+            row.update({"baseline_ms": rep["baseline_fresh"]["median_ms"], "final_ms": rep["final"]["median_ms"],
+                        "budget_ms": rep["budget_ms"], "reached": rep["reached"],
+                        "macs_ratio": rep["macs_after"] / rep["macs_before"],
+                        "accuracy": float((got.argmax(1) == yte).mean()), **fidelity(ref, got),
+                        "merged_channels": rep.get("merged_channels", 0),
+                        "search_seconds": round(time.perf_counter() - t0, 1)})
+            train(pruned, xtr, ytr, args.finetune_epochs, 0.02, args.seed)
+            row["accuracy_finetuned"] = float((logits_of(pruned, xte).argmax(1) == yte).mean())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    write_results(Path(args.out), rows, dense_acc, args)
+
+
+def write_results(out: Path, rows: list[dict], dense_acc: float, args: argparse.Namespace) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"task": "sklearn digits upsampled to 32x32, 30% held out", "dense_accuracy": dense_acc,
+            "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "calib_samples": args.calib,
+            "target": "ort-cpu, 1 thread"}
+    (out / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    md = [f"# Quality at equal measured latency (digits, dense test accuracy {100 * dense_acc:.2f}%)", "",
+          f"Fine-tune: {args.finetune_epochs} epochs for every row. Latency: ort-cpu, 1 thread, medians.", "",
+          "| budget | criterion | search | final / budget ms | MACs after/before | acc (no FT) | acc (FT) "
+          "| top-1 agree | KL |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | unreachable | | | | | |")
+            continue
+        md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | {r['final_ms']:.3f} / {r['budget_ms']:.3f} "
+                  f"| {r['macs_ratio']:.3f} | {100 * r['accuracy']:.2f}% | {100 * r['accuracy_finetuned']:.2f}% "
+                  f"| {100 * r['top1_agreement']:.1f}% | {r['kl']:.3f} |")
+    (out / "quality.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
