@@ -6,7 +6,7 @@ separable in the two counts, as a conv's work is — interpolated between measur
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -29,20 +29,33 @@ class LutCostModel:
 
     @classmethod
     def profile(cls, channels: LayerChannels, backend: Backend, points: int = 8,
-                progress: Callable[[str], None] | None = None) -> "LutCostModel":
-        """Measure the sweeps of every layer (cached on disk by the sweep itself)."""
+                progress: Callable[[str], None] | None = None,
+                counts: Callable[[int, str], Sequence[int]] | None = None) -> "LutCostModel":
+        """Measure the sweeps of every layer (cached on disk by the sweep itself).
+
+        Args:
+            counts: ``counts(full, axis)`` -> the channel counts to measure along ``axis``
+                ("out", "in" or "both"); default ``points`` counts spread over the range. A
+                dense tail (``search.staircase.staircase_counts``) lets ``--align auto`` see
+                the latency staircase.
+        """
         from hwprune_fx.profiling.sweep import default_counts
+
+        def grid(full: int, axis: str) -> list[int]:
+            return list(counts(full, axis)) if counts is not None else default_counts(full, points)
 
         outs, ins = [], []
         for i, layer in enumerate(channels.layers):
             if progress:
                 progress(f"sweep {i + 1}/{len(channels.layers)} {layer.name}")
-            s_out = sweep_layer(layer, backend, "out", None if layer.group > 1 and layer.group == layer.in_channels
-                                else default_counts(layer.out_channels, points))
+            depthwise = layer.group > 1 and layer.group == layer.in_channels
+            s_out = sweep_layer(layer, backend, "out",
+                                grid(layer.in_channels, "both") if depthwise and counts is not None
+                                else None if depthwise else grid(layer.out_channels, "out"))
             outs.append(s_out)
             tied = s_out.axis == "both"
             ins.append(None if tied or channels.in_units[i].size == 0
-                       else sweep_layer(layer, backend, "in", default_counts(layer.in_channels, points)))
+                       else sweep_layer(layer, backend, "in", grid(layer.in_channels, "in")))
         return cls(channels, outs, ins)
 
     def layer_ms(self, keep: np.ndarray, i: int) -> float:

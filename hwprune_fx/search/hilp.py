@@ -1,28 +1,39 @@
 """HILP: hardware-in-the-loop, layer-wise progressive pruning.
 
-Each step considers, per group, cutting down to the next edge of its latency staircase (the
-next multiple of ``align`` below its current width); the ``candidates`` most promising cuts
+Each step considers, per group, cutting down to the next edge of its latency staircase: the
+next plateau right end below its current width where ``edges`` (``search.staircase``) lists
+them, else the next multiple of the group's ``align``; the ``candidates`` most promising cuts
 by the look-up table are compiled and *measured* whole, and the cut with the best measured
 latency gain per importance lost is taken. Steps repeat until the measured latency meets
 the budget.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel
 from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_order
+from hwprune_fx.search.staircase import align_of
 
 __all__ = ["hilp_search"]
 
 
 def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel,
                 measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
-                align: int = 8, candidates: int = 3, max_steps: int = 200,
-                progress: Callable[[str], None] | None = None) -> SearchResult:
+                align: int | Mapping[int, int] = 8, candidates: int = 3, max_steps: int = 200,
+                progress: Callable[[str], None] | None = None,
+                edges: Mapping[int, list[int]] | None = None) -> SearchResult:
+    """Layer-wise measured steps until the measured latency is within ``budget_ms``.
+
+    Args:
+        align: the channel multiple, for every group or per group id (missing: 8).
+        edges: per group id, the good kept counts (plateau right ends of its measured
+            latency staircase); the next cut goes to the largest edge below the current
+            width, or to the next multiple of ``align`` when no edge is below.
+    """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
     norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
@@ -32,7 +43,9 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
 
     def cut(g: int) -> np.ndarray:
         width = order[g].size - removed[g]
-        edge = ((width - 1) // align) * align if width > align else width - 1
+        below = [e for e in (edges or {}).get(g, ()) if 1 <= e < width]
+        a = align_of(align, g)
+        edge = max(below) if below else ((width - 1) // a) * a if width > a else width - 1
         return order[g][removed[g]: removed[g] + max(0, width - max(edge, 1))]
 
     for step in range(1, max_steps + 1):

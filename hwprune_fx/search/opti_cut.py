@@ -2,19 +2,21 @@
 
 Every prunable group offers its next chunk of least-important channels (a chunk is the
 alignment step: on AVX2 CPUs latency moves in steps of 8 channels, so single channels
-often buy nothing). The chunk with the least importance lost per millisecond saved goes
-first; the cheap cost model estimates, calibrated by whole-network measurements, and the
+often buy nothing). ``align`` is one multiple for all groups or one per group (``--align
+auto``, from the measured staircase); a group's first chunk takes it down to a multiple.
+The chunk with the least importance lost per millisecond saved goes first; the cheap cost model estimates, calibrated by whole-network measurements, and the
 search stops as soon as the *measured* latency meets the budget.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel, LayerChannels
+from hwprune_fx.search.staircase import align_of
 
 __all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order"]
 
@@ -41,9 +43,14 @@ def group_order(analysis: DependencyAnalysis, scores: np.ndarray) -> dict[int, n
 
 
 def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
-             measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float, align: int = 8,
-             measure_every: int = 0, progress: Callable[[str], None] | None = None) -> SearchResult:
-    """Remove chunks until the measured latency is within ``budget_ms``."""
+             measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
+             align: int | Mapping[int, int] = 8, measure_every: int = 0,
+             progress: Callable[[str], None] | None = None) -> SearchResult:
+    """Remove chunks until the measured latency is within ``budget_ms``.
+
+    ``align``: the channel multiple, for every group or per group id (a group missing from
+    the mapping uses 8). A chunk takes the group down to the next multiple of its own.
+    """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
     norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
@@ -53,7 +60,8 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
 
     def chunk(g: int) -> np.ndarray:
         left = order[g].size - removed[g]
-        return order[g][removed[g]: removed[g] + max(0, min(align, left - 1))]
+        n = (left - 1) % align_of(align, g) + 1   # down to the next multiple below ``left``
+        return order[g][removed[g]: removed[g] + max(0, min(n, left - 1))]
 
     def value(g: int) -> tuple[float, float]:
         c = chunk(g)

@@ -1,0 +1,272 @@
+"""``--align N|auto``: staircase edges and widths, the align pass, per-group alignment in the searches."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from hwprune_fx.analysis import analyze_dependencies
+from hwprune_fx.cost_models.base import LayerChannels
+from hwprune_fx.cost_models.lut import LutCostModel
+from hwprune_fx.errors import UserError
+from hwprune_fx.oracle import onnx_oracle
+from hwprune_fx.passes import AlignChannelsPass
+from hwprune_fx.pipeline import load_onnx_model
+from hwprune_fx.profiling.layers import find_layers
+from hwprune_fx.profiling.sweep import Sweep
+from hwprune_fx.search.hilp import hilp_search
+from hwprune_fx.search.opti_cut import opti_cut
+from hwprune_fx.search.staircase import (auto_alignment, find_staircase, resolve_alignment, staircase_counts,
+                                         staircase_edges)
+from tests.onnx_builders import export
+
+
+class Net(nn.Module):
+    """Two prunable groups (conv a's and conv b's outputs); conv c's output is the graph's."""
+
+    def __init__(self, ca: int = 30, cb: int = 20) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, ca, 3, padding=1), nn.Conv2d(ca, cb, 3, padding=1), nn.Conv2d(cb, 4, 1)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+def _net(tmp_path: Path, ca: int = 30, cb: int = 20) -> onnx.ModelProto:
+    return onnx.load(str(export(Net(ca, cb), (1, 3, 8, 8), tmp_path / f"net_{ca}_{cb}.onnx")))
+
+
+def _setup(model: onnx.ModelProto):
+    loaded = load_onnx_model(model)
+    analysis = analyze_dependencies(loaded.channel_graph)
+    return loaded, analysis, LayerChannels.build(analysis, find_layers(loaded.graph))
+
+
+def _sizes(analysis) -> dict[int, int]:
+    return {g.id: g.size for g in analysis.prunable_groups()}
+
+
+# --- synthetic staircases ----------------------------------------------------------------------
+COUNTS = np.arange(1, 65)
+
+
+def _stair(width: int, counts: np.ndarray = COUNTS) -> np.ndarray:
+    return 1.0 + 0.1 * np.ceil(counts / width)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_exact_staircase_edges_are_plateau_right_ends(width: int) -> None:
+    s = find_staircase(COUNTS, _stair(width))
+    assert s.edges == tuple(range(width, 65, width))
+    assert s.width == width and not s.smooth
+
+
+def test_noisy_staircase_still_shows_its_width() -> None:
+    rng = np.random.default_rng(0)
+    for width in (8, 16):
+        s = find_staircase(COUNTS, _stair(width) * (1 + 0.005 * rng.standard_normal(COUNTS.size)))
+        assert s.width == width
+        assert set(s.edges) <= set(range(width, 65, width)) | {64}
+
+
+def test_isolated_timing_spike_is_not_a_step() -> None:
+    ms = _stair(8)
+    ms[20] *= 1.3
+    assert find_staircase(COUNTS, ms).edges == tuple(range(8, 65, 8))
+
+
+def test_sawtooth_of_input_channels_has_its_dips_as_edges() -> None:
+    """ORT pays a reorder for input channel counts off the block: the multiples are dips."""
+    ms = 0.2 + 0.002 * COUNTS + 0.05 * (COUNTS % 8 != 0)
+    s = find_staircase(COUNTS, ms)
+    assert s.edges == tuple(range(8, 65, 8)) and s.width == 8
+
+
+def test_flat_and_smooth_dense_sweeps_have_no_staircase() -> None:
+    for ms in (np.ones(COUNTS.size), 1.0 + 0.002 * COUNTS):
+        s = find_staircase(COUNTS, ms)
+        assert s.width is None and s.smooth and s.edges == (64,)
+
+
+def test_sparse_sweep_cannot_show_a_staircase() -> None:
+    sparse = np.arange(8, 65, 8)
+    s = find_staircase(sparse, _stair(8, sparse))
+    assert s.width is None and not s.smooth
+
+
+def test_unsorted_input_is_sorted_first() -> None:
+    perm = np.random.default_rng(1).permutation(COUNTS.size)
+    assert find_staircase(COUNTS[perm], _stair(8)[perm]).width == 8
+
+
+def _fake_lut(channels: LayerChannels, widths: dict[int, int]) -> LutCostModel:
+    """A LUT whose layer ``i`` has an output staircase of ``widths[i]`` (others flat), every count."""
+    outs, ins = [], []
+    for i, layer in enumerate(channels.layers):
+        c = np.arange(1, layer.out_channels + 1)
+        ms = 1.0 + 0.2 * np.ceil(c / widths[i]) if i in widths else np.ones(c.size)
+        outs.append(Sweep(layer.name, "out", tuple(c.tolist()), tuple(ms.tolist())))
+        cin = np.arange(1, layer.in_channels + 1)
+        ins.append(Sweep(layer.name, "in", tuple(cin.tolist()), tuple([1.0] * cin.size))
+                   if channels.in_units[i].size else None)
+    return LutCostModel(channels, outs, ins)
+
+
+def test_auto_alignment_reads_each_groups_own_staircase(tmp_path: Path) -> None:
+    _, analysis, channels = _setup(_net(tmp_path, 48, 40))
+    lut = _fake_lut(channels, {0: 16, 1: 8})   # layers a, b (topological order)
+    sizes = _sizes(analysis)
+    widths = auto_alignment(lut, analysis)
+    assert sorted(widths.values()) == [8, 16]
+    by_size = {sizes[g]: w for g, w in widths.items()}
+    assert by_size == {48: 16, 40: 8}
+    edges = staircase_edges(lut, analysis)
+    assert {sizes[g]: e for g, e in edges.items()} == {48: [16, 32, 48], 40: [8, 16, 24, 32, 40]}
+    flat = auto_alignment(_fake_lut(channels, {}), analysis)
+    assert set(flat.values()) == {1}   # dense and flat: every channel counts
+
+
+def test_resolve_alignment(tmp_path: Path) -> None:
+    _, analysis, channels = _setup(_net(tmp_path, 48, 40))
+    assert resolve_alignment(8, None, analysis) == (8, None)
+    assert resolve_alignment("4", None, analysis) == (4, None)
+    lut = _fake_lut(channels, {0: 16, 1: 8})
+    align, edges = resolve_alignment("auto", lut, analysis)
+    assert isinstance(align, dict) and set(align) == set(edges) == set(_sizes(analysis))
+    for bad in ("eight", 0, -8, "2.5"):
+        with pytest.raises(UserError):
+            resolve_alignment(bad, None, analysis)
+    with pytest.raises(UserError, match="lut"):
+        resolve_alignment("auto", None, analysis)
+
+
+def test_staircase_counts_are_dense_at_the_top() -> None:
+    counts = staircase_counts(256, span=32)
+    assert counts[-1] == 256 and set(range(224, 257)) <= set(counts) and counts[0] == 32
+
+
+# --- the align pass ------------------------------------------------------------------------------
+def test_align_pass_rounds_groups_down_exactly(tmp_path: Path) -> None:
+    model = _net(tmp_path, 30, 20)
+    p = AlignChannelsPass(8)
+    prepared, plan = p.plan_for(model)
+    result = p(model)
+    assert result.modified and result.model is not model
+    assert sorted(g["after"] for g in plan.group_sizes()) == [16, 24]
+    oracle = onnx_oracle(model, result.model, plan.removed_channels)
+    assert oracle.exact, oracle
+    _, after, _ = _setup(result.model)
+    assert sorted(_sizes(after).values()) == [16, 24]
+    again = AlignChannelsPass(8)(result.model)
+    assert not again.modified and again.model is result.model
+
+
+def test_align_pass_leaves_aligned_and_small_groups_alone(tmp_path: Path) -> None:
+    assert not AlignChannelsPass(8)(_net(tmp_path, 32, 16)).modified
+    res = AlignChannelsPass(8)(_net(tmp_path, 30, 5))   # 5 < 8: kept whole
+    _, after, _ = _setup(res.model)
+    assert sorted(_sizes(after).values()) == [5, 24]
+
+
+def test_align_pass_auto_uses_per_group_widths(tmp_path: Path) -> None:
+    model = _net(tmp_path, 30, 20)
+    _, analysis, _ = _setup(model)
+    ga, gb = sorted(_sizes(analysis), key=lambda g: -_sizes(analysis)[g])   # 30, 20
+    p = AlignChannelsPass("auto", widths={ga: 16, gb: 8})
+    _, plan = p.plan_for(model)
+    result = p(model)
+    assert sorted(g["after"] for g in plan.group_sizes()) == [16, 16]
+    assert onnx_oracle(model, result.model, plan.removed_channels).exact
+    with pytest.raises(UserError):
+        AlignChannelsPass("auto")
+    with pytest.raises(UserError):
+        AlignChannelsPass(0)
+
+
+def test_align_pass_options_from_text_values() -> None:
+    assert AlignChannelsPass.name == "align"
+    assert AlignChannelsPass(8).multiple == 8
+    assert AlignChannelsPass("auto", widths={3: 16}).multiple == {3: 16}
+
+
+# --- searches with per-group alignment ----------------------------------------------------------
+class _CountCost:
+    """Latency = kept units (a trivial cost model for search tests)."""
+
+    name = "count"
+
+    def predict(self, keep: np.ndarray) -> float:
+        return float(keep.sum())
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        return -float(keep[remove].sum())
+
+
+def test_opti_cut_takes_chunks_of_each_groups_own_width(tmp_path: Path) -> None:
+    _, analysis, channels = _setup(_net(tmp_path, 30, 20))
+    sizes = _sizes(analysis)
+    ga, gb = sorted(sizes, key=lambda g: -sizes[g])
+    align = {ga: 8, gb: 4}
+    scores = np.random.default_rng(0).random(analysis.num_units)
+    seen: list[dict[int, int]] = []
+
+    def measure(keep: np.ndarray) -> float:
+        seen.append({g.id: int(keep[g.units].sum()) for g in analysis.prunable_groups()})
+        return float(keep.sum())
+
+    base = float(analysis.num_units)
+    res = opti_cut(analysis, scores, _CountCost(), channels, measure, base - 20, base, align=align,
+                   measure_every=1)
+    assert res.reached
+    for kept in seen:
+        assert kept[ga] % 8 == 0 and kept[gb] % 4 == 0
+    # the int form still works and is the same as a mapping that gives every group 8
+    a = opti_cut(analysis, scores, _CountCost(), channels, lambda k: float(k.sum()), base - 20, base, align=8)
+    b = opti_cut(analysis, scores, _CountCost(), channels, lambda k: float(k.sum()), base - 20, base,
+                 align=dict.fromkeys(sizes, 8))
+    assert np.array_equal(a.keep, b.keep)
+
+
+def test_hilp_cuts_to_the_next_staircase_edge(tmp_path: Path) -> None:
+    _, analysis, _ = _setup(_net(tmp_path, 30, 20))
+    sizes = _sizes(analysis)
+    ga, gb = sorted(sizes, key=lambda g: -sizes[g])
+    edges = {ga: [10, 21, 30], gb: [12, 20]}
+    scores = np.ones(analysis.num_units)
+    units = {g.id: g.units for g in analysis.prunable_groups()}
+    seen: list[tuple[int, int]] = []
+
+    def measure(keep: np.ndarray) -> float:
+        seen.append((int(keep[units[ga]].sum()), int(keep[units[gb]].sum())))
+        return float(keep.sum())
+
+    base = float(analysis.num_units)
+    res = hilp_search(analysis, scores, _CountCost(), measure, 1.0, base, align=8, edges=edges, max_steps=4)
+    kept_a = {a for a, _ in seen}
+    kept_b = {b for _, b in seen}
+    # edges first, then multiples of 8 below the last edge (one channel at a time below 8)
+    assert {a for a in kept_a if a >= 8} <= {30, 21, 10, 8} and 21 in kept_a
+    assert {b for b in kept_b if b >= 8} <= {20, 12, 8}
+    assert not res.reached
+
+
+# --- auto on a real LUT --------------------------------------------------------------------------
+def test_auto_alignment_from_a_real_ort_cpu_lut(tmp_path: Path) -> None:
+    """Structure only: timings on a shared machine are noise; no wall-clock value is asserted."""
+    from hwprune_fx.targets import TimingConfig, create_backend
+
+    _, analysis, channels = _setup(_net(tmp_path, 24, 16))
+    backend = create_backend("ort-cpu", timing=TimingConfig(warmup=1, repeat=3, threads=1),
+                             cache_dir=tmp_path / "cache")
+    lut = LutCostModel.profile(channels, backend, counts=lambda full, axis: staircase_counts(full, axis, span=16))
+    sizes = _sizes(analysis)
+    align, edges = resolve_alignment("auto", lut, analysis)
+    assert set(align) == set(sizes) == set(edges)
+    for g, w in align.items():
+        assert isinstance(w, int) and 1 <= w <= max(sizes[g], 8)
+        assert edges[g] == sorted(edges[g]) and edges[g][-1] == sizes[g]
+        assert all(1 <= e <= sizes[g] for e in edges[g])
