@@ -14,13 +14,15 @@ it (the removed channels are those of :meth:`AlignChannelsPass.plan_for`).
 """
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from typing import Annotated, Literal, Mapping
 
 import numpy as np
 import onnx
 
+from hwprune_fx.criteria import available_criteria
 from hwprune_fx.errors import UserError
 from hwprune_fx.pass_infra import PassBase, PassResult
+from hwprune_fx.pass_infra.registry import Choices, Range, register_pass
 from hwprune_fx.plan import PruningPlan
 
 __all__ = ["AlignChannelsPass", "aligned_removal"]
@@ -48,14 +50,15 @@ def aligned_removal(analysis, scores: np.ndarray, multiple: int | Mapping[int, i
     return np.flatnonzero(removed)
 
 
+@register_pass("align")
 class AlignChannelsPass(PassBase):
     """Round every prunable group's channel count down to a multiple of its hardware step."""
 
     name = "align"
     in_place = False
 
-    def __init__(self, multiple: int | Literal["auto"] = 8,
-                 criterion: str = "l1",
+    def __init__(self, multiple: Annotated[int, Range(1)] | Literal["auto"] = 8,
+                 criterion: Annotated[str, Choices(available_criteria)] = "l1",
                  widths: Mapping[int, int] | None = None,
                  input_shapes: dict[str, list[int]] | None = None) -> None:
         """
