@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["prune", "analyze", "__version__"]
+__all__ = ["prune", "analyze", "Pipeline", "__version__"]
+
+# Light: the pass infrastructure imports onnx, torch and the passes only when a pass runs.
+from hwprune_fx.pass_infra.pipeline_text import Pipeline  # noqa: E402
 
 
 def prune(model: Any, *, budget: str | None = None, ratio: float | None = None, target: str = "ort-cpu",

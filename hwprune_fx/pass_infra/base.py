@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
 
 __all__ = ["PassResult", "PassBase", "PassError"]
 
 
 @dataclass(frozen=True)
 class PassResult:
-    """What a pass returns: the (possibly new) model and whether anything changed."""
+    """What a pass returns: the (possibly new) model and whether anything changed.
+
+    ``details`` is what the pass wants on its record (e.g. the ``prune`` pass's report);
+    the pipeline copies it into :class:`hwprune_fx.pass_infra.pipeline_text.PassRecord`.
+    """
 
     model: Any
     modified: bool
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PassError(RuntimeError):

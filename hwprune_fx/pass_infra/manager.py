@@ -14,7 +14,8 @@ class PassManager:
     """``PassManager(passes, steps=1, instruments=[...])(model) -> PassResult``.
 
     With ``steps > 1`` the sequence repeats until no pass modifies the model (torch.fx's
-    PassManager). Errors name the failing pass and the passes that ran before it; a
+    PassManager). Instruments' ``before_pass`` hooks run in order, ``after_pass`` hooks in
+    reverse order. Errors name the failing pass and the passes that ran before it; a
     :class:`HwpruneError` (bad input, exactness failure) passes through unchanged.
     """
 
@@ -40,7 +41,7 @@ class PassManager:
                     before = ", ".join(ran) or "none"
                     raise PassError(f"pass {p.name!r} failed ({type(exc).__name__}: {exc}); "
                                     f"passes run before it: {before}") from exc
-                for ins in self.instruments:
+                for ins in reversed(self.instruments):  # nested: the first instrument wraps all
                     ins.after_pass(p, result)
                 ran.append(p.name)
                 model = result.model
