@@ -291,5 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
+from hwprune_fx.cli_passes import passes as _passes_command  # noqa: E402  (`hwprune-fx passes`)
+cli.add_command(_passes_command)
+
 if __name__ == "__main__":  # pragma: no cover
     main()
