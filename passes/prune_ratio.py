@@ -8,6 +8,7 @@ oracle is a ``RewriteError``, never a result). Functional; the pass details hold
 """
 from __future__ import annotations
 
+import inspect
 from typing import Annotated, Any
 
 import onnx
@@ -45,8 +46,13 @@ class PruneRatioPass(PassBase):
 
         ctx = PassContext.current()
         shapes = dict(ctx.input_shapes) if ctx.input_shapes else None
+        kwargs: dict[str, Any] = {}
+        if ctx.calib is not None:  # data-driven criteria (taylor, ig) read the context's calibration data
+            if "calib" not in inspect.signature(prune_onnx).parameters:
+                raise UserError("prune-ratio: calibration data was given but the ratio pruning takes none yet")
+            kwargs["calib"] = ctx.calib
         res = prune_onnx(model, ratio=self.ratio, criterion=self.criterion, input_shapes=shapes,
-                         verify_output=self.verify, seed=ctx.seed)
+                         verify_output=self.verify, seed=ctx.seed, **kwargs)
         report = {k: v for k, v in res.report.items() if k != "removed_channels"}
         if res.plan.is_empty:
             return PassResult(model, False, {"report": report})

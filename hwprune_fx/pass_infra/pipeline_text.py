@@ -42,7 +42,7 @@ class PassSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def make(cls, name: str, *args: Any, **options: Any) -> "PassSpec":
+    def make(cls, name: str, /, *args: Any, **options: Any) -> "PassSpec":
         """A checked spec; ``args`` may hold one value for the pass's first option."""
         return cls(name, resolve_options(name, args, options))
 

@@ -229,7 +229,7 @@ def resolve_options(name: str, args: tuple[Any, ...] = (), options: Mapping[str,
     return out
 
 
-def create_pass(name: str, *args: Any, **options: Any) -> PassBase:
+def create_pass(name: str, /, *args: Any, **options: Any) -> PassBase:
     """A new instance of pass ``name`` with ``options`` (text or Python values), checked."""
     resolved = resolve_options(name, args, options)
     try:
