@@ -314,12 +314,28 @@ def test_prune_pass_uses_the_context_target_and_keeps_its_report(small_net: onnx
         onnx.checker.check_model(result.model)
 
 
-def test_prune_pass_refuses_calibration_it_cannot_use(small_net: onnx.ModelProto) -> None:
-    import inspect
+def test_prune_pass_passes_the_context_on(small_net: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch) -> None:
+    import hwprune_fx.prune_budget as prune_budget
 
-    from hwprune_fx.prune_budget import prune_to_budget
+    seen: dict = {}
 
-    if "calib" in inspect.signature(prune_to_budget).parameters:
-        pytest.skip("the budget search takes calibration data now")
+    def fake(model, budget, *, calib=None, **kwargs):  # the context reaches prune_to_budget unchanged
+        seen.update(kwargs, calib=calib, budget=budget)
+        return {"model": model, "plan": type("P", (), {"is_empty": True})(), "report": {"fake": True}}
+
+    monkeypatch.setattr(prune_budget, "prune_to_budget", fake)
+    calib = {"input": np.zeros((1, 3, 8, 8), np.float32)}
+    result = Pipeline.parse("prune(budget=2ms,search=hilp,criterion=l2,align=4)").run(
+        small_net, target="torch", threads=2, repeat=7, calib=calib, cache_dir="/c", input_shapes={"input": [1, 3, 8, 8]})
+    assert not result.modified and result.record("prune").details == {"report": {"fake": True}}
+    assert seen["budget"].text == "2ms" and seen["calib"] is calib
+    assert {k: seen[k] for k in ("target", "threads", "repeat", "search", "criterion", "align", "cache_dir")} == {
+        "target": "torch", "threads": 2, "repeat": 7, "search": "hilp", "criterion": "l2", "align": 4, "cache_dir": "/c"}
+    assert seen["input_shapes"] == {"input": [1, 3, 8, 8]}
+
+    def fake_without_calib(model, budget, **kwargs):
+        return fake(model, budget, **kwargs)
+
+    monkeypatch.setattr(prune_budget, "prune_to_budget", fake_without_calib)
     with pytest.raises(UserError, match="calibration data was given"):
-        Pipeline.parse("prune(budget=60%)").run(small_net, calib={"input": np.zeros((1, 3, 8, 8), np.float32)})
+        Pipeline.parse("prune(budget=60%)").run(small_net, calib=calib)
