@@ -175,9 +175,11 @@ class Pipeline:
         return iter(self.specs)
 
     def to_list(self) -> list[dict[str, Any]]:
-        """The file form: ``[{"pass": name, "options": {...}}]`` with text values."""
-        return [{"pass": s.name, "options": {k: format_value(v).strip('"') for k, v in s.options.items()}}
-                for s in self.specs]
+        """The file form: ``[{"pass": name, "options": {...}}]`` (JSON/YAML-ready values)."""
+        def plain(v: Any) -> Any:
+            return v if v is None or isinstance(v, (bool, int, float, str)) else format_value(v)
+
+        return [{"pass": s.name, "options": {k: plain(v) for k, v in s.options.items()}} for s in self.specs]
 
     def create_passes(self) -> list[PassBase]:
         """Fresh pass instances, in order."""
