@@ -1,0 +1,38 @@
+"""Side-by-side timing: several networks measured in interleaved rounds of one session.
+
+Machine speed drifts (other processes, thermal state, frequency). A network measured
+minutes after another is compared across that drift; measured in alternating rounds, both
+see the same machine. Each round times every model once (a short block of runs), and the
+result per model is the median of its per-round medians, with the spread over rounds.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import onnx
+
+from hwprune_fx.targets.base import Backend
+from hwprune_fx.targets.measurement import Measurement, summarize
+
+__all__ = ["measure_side_by_side"]
+
+
+def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int = 5,
+                         feeds: Sequence[dict[str, np.ndarray]] | None = None) -> list[Measurement]:
+    """Per model, a Measurement whose samples are the medians of ``rounds`` interleaved blocks.
+
+    Never cached: the point is that the numbers come from one session.
+    """
+    from hwprune_fx.oracle import random_inputs
+
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    inputs = list(feeds) if feeds is not None else [random_inputs(m, batch=1) for m in models]
+    per_model: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            per_model[i].append(backend._time_onnx(model, inputs[i]).median_ms)
+    t = backend.timing
+    return [summarize(backend.name, samples, t.warmup, t.threads, {**backend.settings(), "rounds": rounds})
+            for samples in per_model]
