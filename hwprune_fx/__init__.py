@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["prune", "analyze", "Pipeline", "__version__"]
+__all__ = ["prune", "analyze", "bench", "Pipeline", "__version__"]
 
 # Light: the pass infrastructure imports onnx, torch and the passes only when a pass runs.
 from hwprune_fx.pass_infra.pipeline_text import Pipeline  # noqa: E402
@@ -40,3 +40,10 @@ def analyze(model: Any, **options: Any) -> Any:
     from hwprune_fx.pipeline import analyze as _analyze
 
     return _analyze(model, **options)
+
+
+def bench(model: Any, pipelines: Any, **options: Any) -> Any:
+    """Compare pass pipelines on one model in one measurement session (see :func:`hwprune_fx.benchmark.bench`)."""
+    from hwprune_fx.benchmark import bench as _bench
+
+    return _bench(model, pipelines, **options)

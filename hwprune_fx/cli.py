@@ -293,6 +293,8 @@ def main(argv: list[str] | None = None) -> None:
 
 from hwprune_fx.cli_passes import passes as _passes_command  # noqa: E402  (`hwprune-fx passes`)
 cli.add_command(_passes_command)
+from hwprune_fx.cli_bench import bench_command as _bench_command  # noqa: E402  (`hwprune-fx bench`)
+cli.add_command(_bench_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
