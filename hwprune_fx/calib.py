@@ -14,7 +14,8 @@ import numpy as np
 
 from hwprune_fx.errors import UserError
 
-__all__ = ["CalibrationData", "ImageOptions", "load_calibration", "model_input_specs", "IMAGE_SUFFIXES"]
+__all__ = ["CalibrationData", "CalibrationSource", "ImageOptions", "load_calibration", "resolve_calibration",
+           "model_input_specs", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
@@ -48,6 +49,29 @@ class CalibrationData:
         if n is None or n >= self.num_samples:
             return self
         return CalibrationData({k: v[:n] for k, v in self.samples.items()}, self.source)
+
+
+@dataclass(frozen=True)
+class CalibrationSource:
+    """Where calibration data comes from and how much of it to use (``--calib``, ``--calib-limit``...)."""
+
+    path: str
+    limit: int | None = 64
+    image: ImageOptions = ImageOptions()
+
+
+def resolve_calibration(calib: "str | os.PathLike | CalibrationSource | CalibrationData | None",
+                        specs: dict[str, Sequence[int | None]]) -> CalibrationData | None:
+    """Calibration data for a model with inputs ``specs``: loaded from a path or source, or passed through.
+
+    A bare path is read with the defaults of :class:`CalibrationSource` (the first 64 samples).
+    """
+    if calib is None or isinstance(calib, CalibrationData):
+        return calib
+    src = calib if isinstance(calib, CalibrationSource) else CalibrationSource(os.fspath(calib))
+    if src.limit is not None and src.limit < 1:
+        raise UserError(f"--calib-limit must be >= 1, got {src.limit}")
+    return load_calibration(src.path, specs, limit=src.limit, image=src.image)
 
 
 def model_input_specs(model: "object") -> dict[str, tuple[int | None, ...]]:

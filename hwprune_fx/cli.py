@@ -31,6 +31,15 @@ class _Progress:
             click.echo(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", err=True)
 
 
+def _floats(_: Any, __: Any, value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0.485,0.456,0.406, got {value!r}") from None
+
+
 def _ratio(_: Any, __: Any, value: float | None) -> float | None:
     if value is not None and not 0.0 < value < 1.0:
         raise click.BadParameter(f"must be strictly between 0 and 1, got {value}")
@@ -76,7 +85,14 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--target", default="ort-cpu", show_default=True, help="Where latency is measured.")
 @click.option("--search", type=click.Choice(["opti-cut", "hilp", "flops", "uniform"]), default="opti-cut", show_default=True)
 @click.option("--criterion", default="l1", show_default=True,
-              type=click.Choice(["l1", "l2", "bn", "random"]), help="Importance criterion.")
+              type=click.Choice(["l1", "l2", "bn", "random", "taylor", "ig"]),
+              help="Importance criterion; taylor and ig (information gain) need --calib.")
+@click.option("--calib", "calib_path", type=click.Path(),
+              help="Calibration inputs for taylor/ig: a .npz (one array per input), a .npy, or a folder of images.")
+@click.option("--calib-limit", type=int, default=64, show_default=True, help="Calibration samples used.")
+@click.option("--calib-mean", callback=_floats, help="Image folders: per-channel mean [ImageNet's].")
+@click.option("--calib-std", callback=_floats, help="Image folders: per-channel std [ImageNet's].")
+@click.option("--calib-resize", type=int, help="Image folders: shorter side before the centre crop.")
 @click.option("--align", type=int, default=8, show_default=True,
               help="Channels removed per step (the hardware's channel multiple).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Fixed thread count for timing.")
@@ -90,8 +106,11 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def prune(model: str, output: str, budget: str | None, ratio: float | None, target: str, search: str,
           criterion: str, align: int, threads: int, repeat: int, best_effort: bool, report: str | None,
-          input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool) -> None:
+          input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool,
+          calib_path: str | None, calib_limit: int, calib_mean: tuple[float, ...] | None,
+          calib_std: tuple[float, ...] | None, calib_resize: int | None) -> None:
     """Remove channels from MODEL until its measured latency meets --budget (or by --ratio)."""
+    from hwprune_fx.calib import CalibrationSource, ImageOptions
     from hwprune_fx.emit.files import write_json_atomic
     from hwprune_fx.emit.prune_summary import budget_summary, prune_summary
     from hwprune_fx.frontends.onnx_io import parse_input_shapes, save_onnx
@@ -100,6 +119,9 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
     if (budget is None) == (ratio is None):
         raise click.UsageError("give exactly one of --budget or --ratio")
     progress = _Progress(quiet)
+    defaults = ImageOptions()
+    calib = None if calib_path is None else CalibrationSource(
+        calib_path, calib_limit, ImageOptions(calib_mean or defaults.mean, calib_std or defaults.std, calib_resize))
     check_output_path(output, (model,))
     if report:
         check_output_path(report, (model, output))
@@ -113,13 +135,13 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         progress(f"pruning {model} to {budget} on {target}: search {search}, criterion {criterion}")
         out = prune_to_budget(model, parsed, target=target, search=search, criterion=criterion, align=align,
                               threads=threads, repeat=repeat, input_shapes=parse_input_shapes(input_shape),
-                              cache_dir=cache_dir, best_effort=best_effort, progress=progress)
+                              cache_dir=cache_dir, best_effort=best_effort, progress=progress, calib=calib)
         rep, pruned = out["report"], out["model"]
         summary = budget_summary
     else:
         progress(f"pruning {model}: ratio {ratio}, criterion {criterion}")
-        res = prune_onnx(model, ratio=ratio, criterion=criterion,
-                         input_shapes=parse_input_shapes(input_shape), verify_output=not no_verify)
+        res = prune_onnx(model, ratio=ratio, criterion=criterion, input_shapes=parse_input_shapes(input_shape),
+                         verify_output=not no_verify, calib=calib, progress=progress)
         rep, pruned = res.report, res.model
         progress(f"analysis {rep['seconds']['analysis']:.2f}s: {rep['prunable_groups']} of {rep['groups']} "
                  f"groups prunable, {rep['removed_units']} channels removed")

@@ -9,20 +9,24 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from hwprune_fx.analysis import DependencyAnalysis, analyze_dependencies
-from hwprune_fx.criteria import create_criterion
+from hwprune_fx.calib import CalibrationData, CalibrationSource
+from hwprune_fx.criteria import Criterion, create_criterion, needs_data, require_data
 from hwprune_fx.errors import RewriteError, UserError
 from hwprune_fx.ir import ChannelGraph, verify
 from hwprune_fx.pass_infra import PassManager, TimingInstrument
 from hwprune_fx.plan import PruningPlan, plan_by_ratio
 
 __all__ = ["LoadedOnnx", "load_onnx_model", "materialize", "analyze", "PruneResult", "prune_onnx", "prune_module",
-           "prune", "check_output_path"]
+           "prune", "check_output_path", "make_criterion", "CalibInput"]
+
+#: what ``calib=`` accepts: a path (.npz/.npy/image folder), a source with limit and image options, or data
+CalibInput = Union[str, os.PathLike, CalibrationSource, CalibrationData, None]
 
 
 @dataclass
@@ -118,6 +122,22 @@ def check_output_path(output: str | os.PathLike, inputs: tuple[str | os.PathLike
     return out
 
 
+def make_criterion(name: str, model: Any, calib: CalibInput, specs: dict[str, tuple[int | None, ...]],
+                   progress: Callable[[str], None] | None = None) -> tuple[Criterion, dict[str, Any] | None]:
+    """The criterion ``name``; a data-driven one gets ``model`` and the calibration data, loaded for ``specs``.
+
+    Returns the criterion and, when calibration data was used, its report entry.
+    """
+    from hwprune_fx.calib import resolve_calibration
+
+    if not needs_data(name):
+        return create_criterion(name), None
+    require_data(name, calib)
+    data = resolve_calibration(calib, specs)
+    entry = {"source": data.source, "samples": data.num_samples}
+    return create_criterion(name, model=model, calib=data, progress=progress), entry
+
+
 def _counts(cg: ChannelGraph) -> tuple[int, int]:
     from hwprune_fx.cost_models.flops import count_macs, count_params
 
@@ -126,7 +146,10 @@ def _counts(cg: ChannelGraph) -> tuple[int, int]:
 
 def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, criterion: str = "l1",
                 input_shapes: dict[str | None, list[int]] | None = None, verify_output: bool = True,
-                seed: int = 0) -> PruneResult:
+                seed: int = 0, calib: CalibInput = None,
+                progress: Callable[[str], None] | None = None) -> PruneResult:
+    """Prune by ``ratio``; ``calib`` (a path, :class:`CalibrationSource` or data) feeds ``taylor``/``ig``."""
+    from hwprune_fx.calib import model_input_specs
     from hwprune_fx.emit.onnx_emit import export_checked
     from hwprune_fx.frontends.onnx_frontend import onnx_to_channel_graph
     from hwprune_fx.oracle import onnx_oracle, random_inputs
@@ -134,7 +157,7 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
 
     if not 0.0 < ratio < 1.0:
         raise UserError(f"--ratio must be strictly between 0 and 1, got {ratio}")
-    crit = create_criterion(criterion)
+    require_data(criterion, calib)
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = load_onnx_model(model, input_shapes)
@@ -143,6 +166,8 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
     analysis = analyze_dependencies(loaded.channel_graph)
     phases["analysis"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    crit, calib_entry = make_criterion(criterion, loaded.original, calib, model_input_specs(loaded.original),
+                                       progress)
     plan = plan_by_ratio(analysis, crit.score(analysis), ratio)
     phases["plan"] = time.perf_counter() - t0
     timing = TimingInstrument()
@@ -171,27 +196,39 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
         "removed_units": int(plan.removed_units.size), "group_sizes": plan.group_sizes(),
         "oracle": oracle, "seconds": phases, "removed_channels": plan.removed_channels,
     }
+    if calib_entry:
+        report["calibration"] = calib_entry
     return PruneResult(pruned, plan, report)
 
 
 
 def prune_module(module: Any, example_inputs: tuple, *, ratio: float, criterion: str = "l1",
-                 verify_output: bool = True, seed: int = 0) -> PruneResult:
-    """Prune a ``torch.nn.Module`` through torch.fx; returns a smaller, trainable GraphModule."""
+                 verify_output: bool = True, seed: int = 0, calib: CalibInput = None,
+                 progress: Callable[[str], None] | None = None) -> PruneResult:
+    """Prune a ``torch.nn.Module`` through torch.fx; returns a smaller, trainable GraphModule.
+
+    ``calib`` feeds ``taylor``/``ig``; a single array feeds a single-input module whatever its name.
+    """
     from hwprune_fx.frontends.fx_frontend import fx_oracle, trace_module
     from hwprune_fx.passes import PruneChannelsPass
 
     if not 0.0 < ratio < 1.0:
         raise UserError(f"ratio must be strictly between 0 and 1, got {ratio}")
     example_inputs = _require_example(example_inputs)
+    require_data(criterion, calib)
     traced = trace_module(module, example_inputs)
     analysis = analyze_dependencies(traced.channel_graph)
-    plan = plan_by_ratio(analysis, create_criterion(criterion).score(analysis), ratio)
+    cg = traced.channel_graph
+    specs = {t: (None, *cg.shape(t)[1:]) for t in cg.inputs if cg.shape(t)}
+    crit, calib_entry = make_criterion(criterion, traced.module, calib, specs, progress)
+    plan = plan_by_ratio(analysis, crit.score(analysis), ratio)
     original = traced.copy_module()
     PassManager([PruneChannelsPass(plan)])(traced.module)
     report: dict[str, Any] = {"criterion": criterion, "ratio": ratio,
                               "removed_units": int(plan.removed_units.size),
                               "removed_channels": plan.removed_channels}
+    if calib_entry:
+        report["calibration"] = calib_entry
     if verify_output:
         err = fx_oracle(original, traced.module, plan.removed_channels, example_inputs)
         if not err < 1e-3:
@@ -201,11 +238,16 @@ def prune_module(module: Any, example_inputs: tuple, *, ratio: float, criterion:
 
 
 def prune(model: Any, *, ratio: float, criterion: str = "l1", example_inputs: tuple | None = None,
-          input_shapes: dict[str | None, list[int]] | None = None, verify_output: bool = True) -> PruneResult:
-    """Prune an ONNX path/model or a ``torch.nn.Module`` by ``ratio`` per channel group."""
+          input_shapes: dict[str | None, list[int]] | None = None, verify_output: bool = True,
+          calib: CalibInput = None) -> PruneResult:
+    """Prune an ONNX path/model or a ``torch.nn.Module`` by ``ratio`` per channel group.
+
+    ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
+    :class:`~hwprune_fx.calib.CalibrationData`) is what the data-driven criteria ``taylor`` and ``ig`` need.
+    """
     if _is_torch_module(model):
         return prune_module(model, _require_example(example_inputs), ratio=ratio, criterion=criterion,
-                            verify_output=verify_output)
+                            verify_output=verify_output, calib=calib)
     return prune_onnx(model, ratio=ratio, criterion=criterion, input_shapes=input_shapes,
-                      verify_output=verify_output)
+                      verify_output=verify_output, calib=calib)
 

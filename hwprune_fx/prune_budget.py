@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import onnx
 
 from hwprune_fx.analysis import analyze_dependencies
-from hwprune_fx.criteria import create_criterion
+from hwprune_fx.criteria import require_data
 from hwprune_fx.errors import HwpruneError, RewriteError, UserError
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
 from hwprune_fx.targets import TimingConfig, create_backend
+
+if TYPE_CHECKING:
+    from hwprune_fx.pipeline import CalibInput
 
 __all__ = ["UnreachableBudget", "prune_to_budget", "SEARCHES"]
 
@@ -38,9 +41,12 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                     search: str = "opti-cut", criterion: str = "l1", cost_model: str = "lut", align: int = 8,
                     threads: int = 1, repeat: int = 20, input_shapes: dict | None = None,
                     cache_dir: str | os.PathLike | None = None, best_effort: bool = False,
-                    progress: Callable[[str], None] | None = None, backend_options: dict | None = None
-                    ) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, backend_options: dict | None = None,
+                    calib: CalibInput = None) -> dict[str, Any]:
     """Returns ``{"model": pruned ModelProto, "plan": PruningPlan, "report": {...}}``.
+
+    ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
+    :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
 
     Raises:
         UnreachableBudget: the budget cannot be met (unless ``best_effort``).
@@ -50,7 +56,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.cost_models.flops import count_macs, count_params
     from hwprune_fx.frontends.onnx_frontend import onnx_to_channel_graph
     from hwprune_fx.oracle import onnx_oracle, random_inputs
-    from hwprune_fx.pipeline import load_onnx_model, materialize
+    from hwprune_fx.calib import model_input_specs
+    from hwprune_fx.pipeline import load_onnx_model, make_criterion, materialize
     from hwprune_fx.profiling.layers import find_layers
     from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import opti_cut
@@ -63,7 +70,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         raise UserError(f"unknown search {search!r}; choose one of: {', '.join(SEARCHES)}")
     if align < 1:
         raise UserError("--align must be >= 1")
-    crit = create_criterion(criterion)
+    require_data(criterion, calib)
     timing = TimingConfig(warmup=5, repeat=repeat, threads=threads)
     backend = create_backend(target, timing=timing, cache_dir=cache_dir, **(backend_options or {}))
     phases: dict[str, float] = {}
@@ -71,6 +78,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     t0 = time.perf_counter()
     loaded = load_onnx_model(model, input_shapes)
     analysis = analyze_dependencies(loaded.channel_graph)
+    crit, calib_entry = make_criterion(criterion, loaded.original, calib, model_input_specs(loaded.original), say)
     scores = crit.score(analysis)
     phases["load_and_analysis"] = time.perf_counter() - t0
 
@@ -146,4 +154,6 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "oracle": {"max_rel_error": res.max_rel_error, "tolerance": res.tolerance},
         "seconds": phases, "removed_channels": plan.removed_channels,
     }
+    if calib_entry:
+        report["calibration"] = calib_entry
     return {"model": pruned, "plan": plan, "report": report}

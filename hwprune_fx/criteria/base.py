@@ -8,10 +8,13 @@ import numpy as np
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.errors import UserError
 
-__all__ = ["Criterion", "register_criterion", "create_criterion", "available_criteria", "accumulate"]
+__all__ = ["Criterion", "register_criterion", "create_criterion", "available_criteria", "accumulate",
+           "needs_data", "require_data"]
 
 
 class Criterion(Protocol):
+    """``needs_data = True`` on a class marks a criterion that runs calibration data through the model."""
+
     name: str
 
     def score(self, analysis: DependencyAnalysis) -> np.ndarray:
@@ -33,10 +36,28 @@ def available_criteria() -> list[str]:
 
 
 def create_criterion(name: str, **options: object) -> Criterion:
-    """Instantiate a criterion by name (``l1``, ``l2``, ``bn``, ``random``)."""
+    """Instantiate a criterion by name (``l1``, ``l2``, ``bn``, ``random``; ``taylor`` and ``ig`` take
+    ``model=`` and ``calib=``)."""
+    _check_known(name)
+    return _REGISTRY[name](**options)
+
+
+def _check_known(name: str) -> None:
     if name not in _REGISTRY:
         raise UserError(f"unknown criterion {name!r}; choose one of: {', '.join(available_criteria())}")
-    return _REGISTRY[name](**options)
+
+
+def needs_data(name: str) -> bool:
+    """Whether criterion ``name`` needs the model and calibration data (``taylor``, ``ig``)."""
+    _check_known(name)
+    return bool(getattr(_REGISTRY[name], "needs_data", False))
+
+
+def require_data(name: str, calib: object) -> None:
+    """Fail early, in one line, when a data-driven criterion is asked for without calibration data."""
+    if calib is None and needs_data(name):
+        raise UserError(f"criterion {name!r} needs calibration data: pass --calib FILE "
+                        f"(.npz/.npy or a folder of images)")
 
 
 def accumulate(analysis: DependencyAnalysis, per_tensor: dict[str, np.ndarray]) -> np.ndarray:

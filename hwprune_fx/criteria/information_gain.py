@@ -1,0 +1,116 @@
+"""Information gain (HFP): how much the output distribution changes when a unit is removed.
+
+    IG(u) = E_x KL( p(.|x) || p_without_u(.|x) )
+
+Removing ``u`` sets its masks ``m_u`` from 1 to 0. To second order around ``m = 1`` the KL is the
+Fisher quadratic form, and along the single direction ``m_u`` that is
+
+    IG(u) ~= 0.5 * E_x E_{y ~ p(.|x)} (d log p(y|x) / d m_u)^2
+
+estimated with ``y`` drawn from the model's own prediction (``samples`` draws per input, fixed
+seed), or summed exactly over the classes when a batch holds one sample and there are at most
+``enumerate_up_to`` classes. One forward pass and ``samples`` backward passes per batch score
+every unit at once. For a non-classifier output (a unit-variance Gaussian around it, see
+:mod:`~hwprune_fx.criteria.data_driven`) ``y - f(x)`` is standard normal, so the draws are
+Gaussian directions ``v`` and the objective is ``v . y``.
+
+:func:`exact_information_gain` computes the KL itself, one forward pass per unit and batch:
+the reference for tests, and ``ig`` with ``exact=True`` for small models.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from hwprune_fx.analysis import DependencyAnalysis
+from hwprune_fx.calib import CalibrationData
+from hwprune_fx.criteria.base import register_criterion
+from hwprune_fx.criteria.data_driven import DataCriterion, divergence, mask_gradients, prediction
+
+if TYPE_CHECKING:
+    import torch
+
+    from hwprune_fx.criteria.masked_model import MaskedModel
+
+__all__ = ["InformationGainCriterion", "exact_information_gain"]
+
+
+@register_criterion("ig")
+class InformationGainCriterion(DataCriterion):
+    """``samples``: draws of ``y`` per input; ``exact``: compute every KL (one pass per unit)."""
+
+    name = "ig"
+
+    def __init__(self, model: Any = None, calib: CalibrationData | None = None, *, samples: int = 4,
+                 enumerate_up_to: int = 16, exact: bool = False, seed: int = 0,
+                 progress: Callable[[str], None] | None = None) -> None:
+        super().__init__(model, calib, progress=progress)
+        self.samples = max(1, int(samples))
+        self.enumerate_up_to = enumerate_up_to
+        self.exact = exact
+        self.seed = seed
+
+    def score(self, analysis: DependencyAnalysis) -> np.ndarray:
+        if not self.exact:
+            return super().score(analysis)
+        units = np.flatnonzero(~analysis.unit_pinned)
+        out = np.zeros(analysis.num_units)  # pinned units: no plan may remove them, not computed
+        out[units] = exact_information_gain(self.model, analysis, self.calib, units, progress=self.progress)
+        return out
+
+    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
+        import torch
+
+        masks = model.ones(requires_grad=True)
+        kind, y = prediction(model(inputs, masks))
+        logp = torch.log_softmax(y, 1) if kind == "categorical" else y
+        batch, width = y.shape
+        if batch == 1 and width <= self.enumerate_up_to:
+            weights = logp.exp()[0].detach() if kind == "categorical" else torch.ones(width)
+            objectives = [logp[0, c] for c in range(width)]
+        else:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + batch_index)
+            if kind == "categorical":
+                draws = torch.multinomial(logp.exp().detach().double(), self.samples, replacement=True,
+                                          generator=gen)
+                objectives = [logp.gather(1, draws[:, k:k + 1]).sum() for k in range(self.samples)]
+            else:
+                directions = torch.randn((self.samples, batch, width), generator=gen)
+                objectives = [(directions[k] * y).sum() for k in range(self.samples)]
+            weights = torch.full((self.samples,), 1.0 / self.samples)
+        out = torch.zeros(model.num_units, dtype=torch.float64)
+        last = len(objectives) - 1
+        for k, (w, obj) in enumerate(zip(weights.tolist(), objectives)):
+            if w > 0:
+                out += w * mask_gradients(obj, masks, model, retain_graph=k < last) ** 2
+        return 0.5 * out
+
+
+def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: CalibrationData,
+                           units: np.ndarray | list[int] | None = None, *,
+                           progress: Callable[[str], None] | None = None) -> np.ndarray:
+    """Mean KL(p_original || p_without_unit) over ``calib``, for each unit of ``units`` (default: all).
+
+    Each unit is removed alone, by zeroing all of its masks: exactly the network the oracle
+    checks a pruned model against.
+    """
+    import torch
+
+    from hwprune_fx.criteria.masked_model import build_masked_model
+
+    say = progress or (lambda msg: None)
+    masked = build_masked_model(model, analysis)
+    units = np.arange(analysis.num_units) if units is None else np.asarray(units, np.int64)
+    batches = list(masked.batches(calib))
+    out = np.zeros(units.size)
+    with torch.no_grad():
+        ones = masked.ones()
+        refs = [prediction(masked(x, ones)) for x in batches]
+        for j, u in enumerate(units.tolist()):
+            masks = masked.without_unit(u)
+            out[j] = sum(divergence(kind, ref, prediction(masked(x, masks))[1])
+                         for x, (kind, ref) in zip(batches, refs))
+            if (j + 1) % max(1, units.size // 8) == 0:
+                say(f"ig (exact): unit {j + 1}/{units.size}")
+    return out / (len(batches) * masked.batch_size)
