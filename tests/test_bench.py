@@ -144,3 +144,10 @@ def test_cli_writes_json_and_plot(tiny: Path, tmp_path: Path) -> None:
     assert [r["pipeline"] for r in data["rows"]] == [ORIGINAL, EXACT, RATIO]
     assert data["rows"][1]["fidelity"]["top1_agreement"] == 1.0
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_calibration_data_are_the_fidelity_inputs(tiny: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((5, 3, 8, 8)).astype(np.float32))
+    res = hwprune_fx.bench(tiny, [EXACT], calib=tmp_path / "calib.npz", repeat=1, runs_per_round=1, warmup=0)
+    assert res.fidelity_inputs.startswith("calibration data") and "5 samples" in res.fidelity_inputs
+    assert res.row(EXACT).fidelity["top1_agreement"] == 1.0
