@@ -20,13 +20,14 @@ from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 REMEASURE = """
 import json, sys, onnx
 from hwprune_fx.targets import TimingConfig, create_backend
-b = create_backend("ort-cpu", timing=TimingConfig(warmup=10, repeat={repeat}, threads={threads}), use_cache=False)
-print(json.dumps([b.measure(onnx.load(p)).median_ms for p in sys.argv[1:]]))
+from hwprune_fx.targets.side_by_side import measure_side_by_side
+b = create_backend("ort-cpu", timing=TimingConfig(warmup=5, repeat={repeat}, threads={threads}), use_cache=False)
+print(json.dumps([m.median_ms for m in measure_side_by_side(b, [onnx.load(p) for p in sys.argv[1:]], rounds=5)]))
 """
 
 
 def remeasure(paths: list[Path], repeat: int, threads: int) -> list[float]:
-    """Median latency of each model, measured side by side in a fresh process."""
+    """Median latency of each model, measured in interleaved rounds in a fresh process."""
     out = subprocess.run([sys.executable, "-c", REMEASURE.format(repeat=repeat, threads=threads), *map(str, paths)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -80,7 +81,7 @@ def main() -> None:
                                               repeat=args.repeat, cache_dir=cache)
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
-                        base_ms, final_ms = remeasure([src, out], args.repeat * 2, args.threads)
+                        base_ms, final_ms = remeasure([src, out], args.repeat, args.threads)
                         rep = res["report"]
                         target = base_ms * float(budget) / 100
                         row.update({"baseline_ms": base_ms, "final_ms": final_ms, "budget_ms": target,

@@ -85,16 +85,17 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--target", default="ort-cpu", show_default=True, help="Where latency is measured.")
 @click.option("--search", type=click.Choice(["opti-cut", "hilp", "flops", "uniform"]), default="opti-cut", show_default=True)
 @click.option("--criterion", default="l1", show_default=True,
-              type=click.Choice(["l1", "l2", "bn", "random", "taylor", "ig"]),
-              help="Importance criterion; taylor and ig (information gain) need --calib.")
+              type=click.Choice(["l1", "l2", "bn", "random", "taylor", "ig", "similarity"]),
+              help="Importance criterion; taylor, ig (information gain) and similarity (merge near-copies "
+                   "into their twin) need --calib.")
 @click.option("--calib", "calib_path", type=click.Path(),
-              help="Calibration inputs for taylor/ig: a .npz (one array per input), a .npy, or a folder of images.")
+              help="Calibration inputs for taylor/ig/similarity: a .npz (one array per input), a .npy, or a folder of images.")
 @click.option("--calib-limit", type=int, default=64, show_default=True, help="Calibration samples used.")
 @click.option("--calib-mean", callback=_floats, help="Image folders: per-channel mean [ImageNet's].")
 @click.option("--calib-std", callback=_floats, help="Image folders: per-channel std [ImageNet's].")
 @click.option("--calib-resize", type=int, help="Image folders: shorter side before the centre crop.")
-@click.option("--align", type=int, default=8, show_default=True,
-              help="Channels removed per step (the hardware's channel multiple).")
+@click.option("--align", default="8", show_default=True,
+              help="Channel multiple kept per group: N, or 'auto' (per group, from the measured latency staircase).")
 @click.option("--threads", type=int, default=1, show_default=True, help="Fixed thread count for timing.")
 @click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per measurement.")
 @click.option("--best-effort", is_flag=True, help="Write the best network found even if the budget is missed.")
@@ -105,7 +106,7 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--no-verify", is_flag=True, help="With --ratio: skip the oracle check (not recommended).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def prune(model: str, output: str, budget: str | None, ratio: float | None, target: str, search: str,
-          criterion: str, align: int, threads: int, repeat: int, best_effort: bool, report: str | None,
+          criterion: str, align: str, threads: int, repeat: int, best_effort: bool, report: str | None,
           input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool,
           calib_path: str | None, calib_limit: int, calib_mean: tuple[float, ...] | None,
           calib_std: tuple[float, ...] | None, calib_resize: int | None) -> None:

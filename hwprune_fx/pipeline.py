@@ -170,8 +170,12 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
                                        progress)
     plan = plan_by_ratio(analysis, crit.score(analysis), ratio)
     phases["plan"] = time.perf_counter() - t0
+    from hwprune_fx.merge_oracle import merge_oracle
+    from hwprune_fx.passes.merge_similar import MergeSimilarPass, applicable_merges
+
+    merges = applicable_merges(plan, getattr(crit, "twins", {}))
     timing = TimingInstrument()
-    PassManager([PruneChannelsPass(plan)], instruments=[timing])(loaded.graph)
+    PassManager([MergeSimilarPass(merges), PruneChannelsPass(plan)], instruments=[timing])(loaded.graph)
     t0 = time.perf_counter()
     pruned = export_checked(loaded.graph, plan)
     phases["rewrite"] = sum(timing.totals().values())
@@ -179,8 +183,8 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
     oracle = None
     if verify_output:
         t0 = time.perf_counter()
-        res = onnx_oracle(loaded.original, pruned, plan.removed_channels,
-                          random_inputs(loaded.original, seed=seed))
+        res = merge_oracle(loaded.original, pruned, plan.removed_channels, merges,
+                           random_inputs(loaded.original, seed=seed))
         phases["oracle"] = time.perf_counter() - t0
         if not res.exact:
             raise RewriteError(f"the pruned network does not match the oracle (max relative error "
@@ -195,6 +199,7 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
         "groups": len(analysis.groups), "prunable_groups": len(analysis.prunable_groups()),
         "removed_units": int(plan.removed_units.size), "group_sizes": plan.group_sizes(),
         "oracle": oracle, "seconds": phases, "removed_channels": plan.removed_channels,
+        "merged_channels": len(merges), "merges": [m._asdict() for m in merges],
     }
     if calib_entry:
         report["calibration"] = calib_entry

@@ -38,7 +38,7 @@ class UnreachableBudget(HwpruneError):
 
 
 def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Budget, *, target: str = "ort-cpu",
-                    search: str = "opti-cut", criterion: str = "l1", cost_model: str = "lut", align: int = 8,
+                    search: str = "opti-cut", criterion: str = "l1", cost_model: str = "lut", align: int | str = 8,
                     threads: int = 1, repeat: int = 20, input_shapes: dict | None = None,
                     cache_dir: str | os.PathLike | None = None, best_effort: bool = False,
                     progress: Callable[[str], None] | None = None, backend_options: dict | None = None,
@@ -61,15 +61,22 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.profiling.layers import find_layers
     from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import opti_cut
+    from hwprune_fx.search.staircase import resolve_alignment, staircase_counts
     from hwprune_fx.search.uniform import uniform_search
+    from hwprune_fx.merge_oracle import merge_oracle
+    from hwprune_fx.passes.merge_similar import applicable_merges, materialize_merged
+    from hwprune_fx.targets.side_by_side import measure_side_by_side
     import onnx_graphsurgeon as gs
 
     say = progress or (lambda msg: None)
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     if search not in SEARCHES:
         raise UserError(f"unknown search {search!r}; choose one of: {', '.join(SEARCHES)}")
-    if align < 1:
-        raise UserError("--align must be >= 1")
+    auto_align = isinstance(align, str) and align.strip().lower() == "auto"
+    if auto_align and search not in ("opti-cut", "hilp"):
+        raise UserError(f"--align auto reads the latency staircase of the LUT: use it with --search opti-cut or hilp")
+    if not auto_align:
+        align, _ = resolve_alignment(align, None, None)
     require_data(criterion, calib)
     timing = TimingConfig(warmup=5, repeat=repeat, threads=threads)
     backend = create_backend(target, timing=timing, cache_dir=cache_dir, **(backend_options or {}))
@@ -95,11 +102,32 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     elif search in ("opti-cut", "hilp"):
         if cost_model != "lut":
             raise UserError(f"{search} estimates with the lut cost model in this version (--cost-model lut)")
-        cost = LutCostModel.profile(channels, backend, progress=say)
+        cost = LutCostModel.profile(channels, backend, progress=say, counts=staircase_counts if auto_align else None)
+    edges = None
+    if auto_align:
+        align, edges = resolve_alignment("auto", cost, analysis)
+        say(f"--align auto: step widths {sorted(set(align.values())) if isinstance(align, dict) else align}")
     phases["profiling"] = time.perf_counter() - t0
 
+    # The baseline and the candidates may come from the cache or from minutes ago; before a
+    # candidate is accepted it is timed again beside the original in interleaved rounds, so a
+    # relative budget is met as a ratio measured on one machine state, not across drift.
+    confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads),
+                             use_cache=False, **(backend_options or {}))
+    confirmations: list[dict[str, float]] = []
+
     def measure(keep: np.ndarray) -> float:
-        return backend.measure(materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))).median_ms
+        candidate = materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
+        ms = backend.measure(candidate).median_ms
+        if ms > budget_ms:
+            return ms
+        base_now, cand_now = measure_side_by_side(confirm, [loaded.original, candidate], rounds=3)
+        confirmed = _in_baseline_terms(budget, cand_now.median_ms, base_now.median_ms, baseline.median_ms)
+        confirmations.append({"measured_ms": ms, "side_by_side_ms": cand_now.median_ms,
+                              "baseline_side_by_side_ms": base_now.median_ms, "confirmed_ms": confirmed})
+        say(f"confirm: {cand_now.median_ms:.3f} ms beside the original at {base_now.median_ms:.3f} ms "
+            f"-> {confirmed:.3f} ms against the budget {budget_ms:.3f} ms")
+        return confirmed
 
     t0 = time.perf_counter()
     if budget_ms >= baseline.median_ms:
@@ -110,7 +138,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                               [SearchStep(0, 0, baseline.median_ms, baseline.median_ms)])
     elif search == "hilp":
         result = hilp_search(analysis, scores, cost, measure, budget_ms, baseline.median_ms, align=align,
-                             progress=say)
+                             edges=edges, progress=say)
     elif search == "uniform":
         result = uniform_search(analysis, scores, measure, budget_ms, baseline.median_ms, progress=say)
     else:
@@ -128,26 +156,31 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
             f"write that network anyway", result.measured_ms)
 
     t0 = time.perf_counter()
-    pruned = materialize(loaded.original, plan) if not plan.is_empty else loaded.original
-    res = onnx_oracle(loaded.original, pruned, plan.removed_channels, random_inputs(loaded.original))
+    merges = applicable_merges(plan, getattr(crit, "twins", {}))
+    pruned = materialize_merged(loaded.original, plan, merges) if not plan.is_empty else loaded.original
+    res = merge_oracle(loaded.original, pruned, plan.removed_channels, merges, random_inputs(loaded.original))
     if not res.exact:
         raise RewriteError(f"the pruned network does not match the oracle ({res.max_rel_error:.3g})")
     phases["rewrite_and_oracle"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     fresh = create_backend(target, timing=timing, use_cache=False, **(backend_options or {}))
-    final = fresh.measure(pruned)
-    base_again = fresh.measure(loaded.original)
+    base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
+    final_budget_ms = budget.target_ms(base_again.median_ms)
     phases["final_measurement"] = time.perf_counter() - t0
     pruned_cg = onnx_to_channel_graph(gs.import_onnx(pruned))
     report = {
         "input": loaded.path, "target": target, "settings": backend.settings(), "search": search,
-        "criterion": criterion, "align": align, "budget": budget.text, "budget_ms": budget_ms,
-        "reached": bool(final.median_ms <= budget_ms), "search_reached": result.reached,
+        "criterion": criterion, "align": "auto" if auto_align else align,
+        "align_per_group": {str(g): w for g, w in align.items()} if isinstance(align, dict) else None,
+        "budget": budget.text, "budget_ms": budget_ms, "final_budget_ms": final_budget_ms,
+        "reached": bool(final.median_ms <= final_budget_ms), "search_reached": result.reached,
         "search_measured_ms": result.measured_ms,
         "baseline": baseline.to_dict(), "baseline_fresh": base_again.to_dict(), "final": final.to_dict(),
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
-        "budget_used": final.median_ms / budget_ms if budget_ms else None,
+        "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
+        "confirmations": confirmations, "merged_channels": len(merges),
+        "merges": [m._asdict() for m in merges],
         "steps": history, "params_before": count_params(loaded.channel_graph), "params_after": count_params(pruned_cg),
         "macs_before": count_macs(loaded.channel_graph), "macs_after": count_macs(pruned_cg),
         "group_sizes": plan.group_sizes(), "removed_units": int(plan.removed_units.size),
@@ -157,3 +190,14 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     if calib_entry:
         report["calibration"] = calib_entry
     return {"model": pruned, "plan": plan, "report": report}
+
+
+def _in_baseline_terms(budget: Budget, candidate_ms: float, baseline_now_ms: float, baseline_ms: float) -> float:
+    """A side-by-side candidate time expressed against the budget.
+
+    Relative budgets (``60%``, ``1.8x``) are ratios: the candidate/baseline ratio measured side by
+    side is scaled to the baseline the budget was computed from. An absolute budget is a time.
+    """
+    if budget.kind == "ms":
+        return candidate_ms
+    return candidate_ms / baseline_now_ms * baseline_ms

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from hwprune_fx.criteria import bn_scale, magnitude, random_score  # noqa: F401  (registration)
-from hwprune_fx.criteria import information_gain, taylor  # noqa: F401  (registration)
+from hwprune_fx.criteria import information_gain, similarity, taylor  # noqa: F401  (registration)
 from hwprune_fx.criteria.base import Criterion, available_criteria, create_criterion, needs_data, require_data
 
 __all__ = ["Criterion", "available_criteria", "create_criterion", "needs_data", "require_data"]

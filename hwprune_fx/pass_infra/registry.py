@@ -51,7 +51,7 @@ BUILTIN_PASS_MODULES: tuple[str, ...] = (
     "hwprune_fx.passes.prune_to_budget",
     "hwprune_fx.passes.cleanup",
     "hwprune_fx.passes.align",
-    # "hwprune_fx.passes.merge_similar",  # merge-similar(...): registered by its author
+    "hwprune_fx.passes.merge_similar_channels",
 )
 
 P = TypeVar("P", bound=type)
