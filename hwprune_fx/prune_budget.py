@@ -164,7 +164,10 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     phases["rewrite_and_oracle"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    fresh = create_backend(target, timing=timing, use_cache=False, **(backend_options or {}))
+    # 5 interleaved rounds of short blocks: as many runs as a quarter of --repeat per block keeps
+    # the final check a few seconds on ResNet-50 while every model sees every machine state
+    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
+                           use_cache=False, **(backend_options or {}))
     base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
     final_budget_ms = budget.target_ms(base_again.median_ms)
     phases["final_measurement"] = time.perf_counter() - t0
