@@ -2,8 +2,9 @@
 
     IG(u) = E_x KL( p(.|x) || p_without_u(.|x) )
 
-Removing ``u`` sets its masks ``m_u`` from 1 to 0. To second order around ``m = 1`` the KL is the
-Fisher quadratic form, and along the single direction ``m_u`` that is
+Removing ``u`` sets its masks ``m_u`` (one per frontier edge: where an operator that mixes
+channels, or the graph output, reads the unit) from 1 to 0. To second order around ``m = 1``
+the KL is the Fisher quadratic form, and along the single direction ``m_u`` that is
 
     IG(u) ~= 0.5 * E_x E_{y ~ p(.|x)} (d log p(y|x) / d m_u)^2
 
@@ -92,8 +93,8 @@ def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: Cali
                            progress: Callable[[str], None] | None = None) -> np.ndarray:
     """Mean KL(p_original || p_without_unit) over ``calib``, for each unit of ``units`` (default: all).
 
-    Each unit is removed alone, by zeroing all of its masks: exactly the network the oracle
-    checks a pruned model against.
+    Each unit is removed alone, by zeroing its masks (on all of its frontier edges): exactly the
+    network the oracle checks a pruned model against, the original with the unit's slots zeroed.
     """
     import torch
 

@@ -1,15 +1,30 @@
-"""A differentiable copy of the network with one channel mask on every analysed tensor.
+"""A differentiable copy of the network with a channel mask on every *frontier edge*.
 
-    ONNX:  t -> Consumers     becomes   t -> Mul(t, mask_i) -> Consumers   (mask_i a graph input)
+An edge ``t -> op`` (a tensor of the slot space and one operator that reads it) is *internal*
+when ``op`` carries ``t``'s channels on, channel for channel, inside the slot space: ``op`` is an
+elementwise, channelwise, unary, concat, split, slice, reshape, transpose or gather operator, or
+a convolution / reduction / normalisation whose output channels are tied to ``t``'s (a depthwise
+convolution, a mean over the spatial axes), and all of ``op``'s outputs are in the slot space.
+Every other edge is a *frontier* edge (a dense convolution, a linear layer, a matmul, a barrier,
+an operator the analysis does not know), and so is a graph output. One mask scales each
+frontier edge, for that consumer only:
+
+    ONNX:  t -> op            becomes   t -> Mul(t, mask_i) -> op    (mask_i a graph input)
            then onnx2torch.convert
-    fx:    node -> users      becomes   node -> mul(node, mask_i) -> users (mask_i a placeholder)
+    fx:    node -> user       becomes   node -> mul(node, mask_i) -> user (mask_i a placeholder)
 
 A mask has shape 1 everywhere except the tensor's channel axis, so with all masks at 1 the
-network computes exactly what the original does, and setting the masks of one unit's slots to
-0 computes what the oracle's masked original computes when that unit is removed. The gradient
-of an objective with respect to a mask, at 1, is the sum over positions of activation times
-gradient for that channel (the Taylor quantity); a unit's gradient is the sum over its slots,
-because removing a unit zeroes all of them at once.
+network computes exactly what the original does. Setting the masks of one unit to 0 computes
+what the oracle's masked original computes when that unit is removed: the consumers that mix
+channels never see the unit's channels, and what internal operators compute on them (a
+BatchNorm's bias, say) goes nowhere else.
+
+The gradient of an objective with respect to a mask, at 1, is the sum over positions of
+activation times gradient for that channel (the Taylor quantity); a unit's gradient is the sum
+over its frontier edges, which are parallel exits of the unit. (Masks on every tensor a unit
+lives in would put them in series: conv -> BN -> ReLU scaled by s on every slot computes
+s^2 relu(z), and the estimates would grow with the number of tensors a unit spans, which
+differs between groups and between a folded ONNX export and an unfolded fx trace.)
 
 Masks carry no batch axis: the calibration data is run one model batch at a time, at the
 model's static batch size (1 for a dynamic batch), so with the usual batch of 1 every
@@ -20,7 +35,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import onnx
@@ -30,17 +45,23 @@ from torch import fx
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.calib import CalibrationData, model_input_specs
 from hwprune_fx.errors import UserError
+from hwprune_fx.ir import Kind, OpNode
 
-__all__ = ["MaskedModel", "build_masked_model", "is_fx_module"]
+__all__ = ["MaskedModel", "build_masked_model", "is_fx_module", "is_internal_edge"]
 
 
 @dataclass
 class MaskedModel:
-    """``module(*inputs, *masks) -> outputs``; ``tensors[i]`` is the tensor that ``masks[i]`` scales."""
+    """``module(*inputs, *masks) -> outputs``.
+
+    ``masks[i]`` scales tensor ``tensors[i]`` where operator ``consumers[i]`` reads it (``None``:
+    where the graph returns it); a tensor has one mask per frontier edge.
+    """
 
     module: torch.nn.Module
     input_names: list[str]
     tensors: list[str]
+    consumers: list[str | None]
     mask_shapes: list[tuple[int, ...]]
     batch_size: int
     num_units: int
@@ -58,12 +79,15 @@ class MaskedModel:
         return flat
 
     def unit_sums(self, per_mask: list[torch.Tensor]) -> torch.Tensor:
-        """Sum per-channel values (one tensor per mask, e.g. its gradient) into the units."""
+        """Sum per-channel values (one tensor per mask, e.g. its gradient) into the units.
+
+        The masks of one unit sit on its frontier edges, parallel exits, so their gradients add up.
+        """
         flat = torch.cat([g.detach().reshape(-1).to(torch.float64) for g in per_mask])
         return torch.zeros(self.num_units, dtype=torch.float64).index_add_(0, self.unit_index, flat)
 
     def without_unit(self, unit: int) -> list[torch.Tensor]:
-        """Masks that zero every slot of ``unit`` (what removing it does) and keep the rest."""
+        """Masks that zero every frontier edge of ``unit`` (what removing it does) and keep the rest."""
         masks, start = [], 0
         for shape in self.mask_shapes:
             n = int(np.prod(shape))
@@ -134,13 +158,52 @@ def _mask_shape(analysis: DependencyAnalysis, tensor: str) -> tuple[int, ...] | 
     return tuple(out)
 
 
-def _finish(module: torch.nn.Module, inputs: list[str], tensors: list[str], shapes: list[tuple[int, ...]],
-            batch: int, analysis: DependencyAnalysis) -> MaskedModel:
+# operators that carry each input channel on to the same channel of an output, index for index
+# (the handlers tie those slots, or pin them); so do a depthwise convolution and a reduction or a
+# normalisation over other axes than the channels' (see _carries_channels)
+_CARRY = frozenset({Kind.ELEMENTWISE, Kind.CHANNELWISE, Kind.UNARY, Kind.CONCAT, Kind.SPLIT, Kind.SLICE,
+                    Kind.RESHAPE, Kind.TRANSPOSE, Kind.GATHER})
+def is_internal_edge(analysis: DependencyAnalysis, tensor: str, op_name: str) -> bool:
+    """Whether operator ``op_name`` carries ``tensor``'s channels on inside the slot space.
+
+    Such an edge needs no mask: the channels reach the frontier further on, where the consumers
+    that mix them are masked. A consumer the channel graph does not hold is a frontier.
+    """
+    g = analysis.graph
+    if op_name not in g.nx or tensor not in analysis.slots.axis:
+        return False
+    op = g.op(op_name)
+    outputs = [o for o in op.outputs if o]
+    if not outputs or any(o not in analysis.slots.axis for o in outputs):
+        return False
+    return op.kind in _CARRY or _carries_channels(analysis, op, tensor)
+
+
+def _carries_channels(analysis: DependencyAnalysis, op: OpNode, tensor: str) -> bool:
+    """A convolution, reduction or normalisation that maps channel c to channel(s) c only.
+
+    (Tied units are not the test: a residual add ties a dense conv's output to its input.)
+    """
+    shape, axis = analysis.graph.shape(tensor), analysis.slots.axis[tensor]
+    if shape is None or not op.inputs or op.inputs[0] != tensor:
+        return False
+    if op.kind in (Kind.CONV, Kind.CONV_TRANSPOSE):  # depthwise: one input channel per group
+        groups = int(op.attrs.get("group", 1))
+        return groups > 1 and shape[1] == groups
+    if op.kind in (Kind.REDUCE, Kind.NORM_OVER_AXES):
+        axes = op.attrs.get("axes")
+        return axes is not None and axis not in {int(a) % len(shape) for a in axes}
+    return False
+
+
+def _finish(module: torch.nn.Module, inputs: list[str], edges: list[tuple[str, str | None]],
+            shapes: list[tuple[int, ...]], batch: int, analysis: DependencyAnalysis) -> MaskedModel:
+    tensors = [t for t, _ in edges]
     index = np.concatenate([analysis.units_of(t) for t in tensors]) if tensors else np.zeros(0, np.int64)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    return MaskedModel(module, inputs, tensors, shapes, batch, analysis.num_units,
+    return MaskedModel(module, inputs, tensors, [c for _, c in edges], shapes, batch, analysis.num_units,
                        torch.from_numpy(np.asarray(index, np.int64)))
 
 
@@ -153,26 +216,38 @@ def _onnx_masked(model: onnx.ModelProto, analysis: DependencyAnalysis) -> Masked
     batch_size = batch.pop() if len(batch) == 1 and None not in batch else 1
     graph = gs.import_onnx(model)
     by_name = graph.tensors()
-    tensors, shapes = [], []
+    edges: list[tuple[str, str | None]] = []
+    shapes: list[tuple[int, ...]] = []
+
+    def masked_copy(t: gs.Variable, shape: tuple[int, ...], name: str, consumer: str | None) -> gs.Variable:
+        i = len(edges)
+        mask = gs.Variable(f"hwprune_mask_{i}", dtype=np.float32, shape=list(shape))
+        masked = gs.Variable(f"{t.name}__hwprune_masked_{i}", dtype=t.dtype, shape=t.shape)
+        graph.nodes.append(gs.Node("Mul", name=f"{t.name}__hwprune_mask_mul_{i}", inputs=[t, mask],
+                                   outputs=[masked]))
+        graph.inputs.append(mask)
+        edges.append((name, consumer))
+        shapes.append(shape)
+        return masked
+
     for name in analysis.slots.axis:
         t = by_name.get(name)
         shape = _mask_shape(analysis, name)
         if not isinstance(t, gs.Variable) or shape is None or (t.dtype is not None and t.dtype != np.float32):
             continue  # constants are sliced, never masked (as in the oracle); so are non-float tensors
-        mask = gs.Variable(f"hwprune_mask_{len(tensors)}", dtype=np.float32, shape=list(shape))
-        masked = gs.Variable(f"{name}__hwprune_masked", dtype=t.dtype, shape=t.shape)
         for consumer in list(t.outputs):
+            if is_internal_edge(analysis, name, consumer.name):
+                continue
+            masked = masked_copy(t, shape, name, consumer.name)
             for j, x in enumerate(consumer.inputs):
                 if x is t:
                     consumer.inputs[j] = masked
-        graph.outputs = [masked if o is t else o for o in graph.outputs]
-        graph.nodes.append(gs.Node("Mul", name=f"{name}__hwprune_mask_mul", inputs=[t, mask], outputs=[masked]))
-        graph.inputs.append(mask)
-        tensors.append(name)
-        shapes.append(shape)
+        if any(o is t for o in graph.outputs):
+            masked = masked_copy(t, shape, name, None)
+            graph.outputs = [masked if o is t else o for o in graph.outputs]
     graph.toposort()
     module = _to_torch(gs.export_onnx(graph))
-    return _finish(module, list(specs), tensors, shapes, batch_size, analysis)
+    return _finish(module, list(specs), edges, shapes, batch_size, analysis)
 
 
 # onnx2torch 1.5 converts operators up to opset 17; opset 18 moved Reduce*'s axes (and Split's sizes)
@@ -211,7 +286,8 @@ def _fx_masked(gm: fx.GraphModule, analysis: DependencyAnalysis) -> MaskedModel:
     graph = gm.graph
     nodes = {n.name: n for n in graph.nodes}
     placeholders = [n for n in graph.nodes if n.op == "placeholder"]
-    targets: list[tuple[str, fx.Node, int | None, tuple[int, ...]]] = []
+    # (tensor, its node, piece index or None, mask shape, the user node that reads it)
+    targets: list[tuple[str, fx.Node, int | None, tuple[int, ...], fx.Node]] = []
     for name in analysis.slots.axis:
         shape = _mask_shape(analysis, name)
         owner, _, piece = name.rpartition(".")
@@ -221,32 +297,33 @@ def _fx_masked(gm: fx.GraphModule, analysis: DependencyAnalysis) -> MaskedModel:
             node, index = nodes[owner], int(piece)
         else:
             continue  # parameters and constants are sliced, never masked (as in the oracle)
-        if shape is not None:
-            targets.append((name, node, index, shape))
+        if shape is None:
+            continue
+        for user in list(node.users):
+            if user.name in analysis.graph.nx and name not in analysis.graph.op(user.name).inputs:
+                continue  # reads another piece of the tuple
+            # the output node is the graph output; a user outside the channel graph is a frontier
+            if user.op == "output" or not is_internal_edge(analysis, name, user.name):
+                targets.append((name, node, index, shape, user))
     masks: list[fx.Node] = []
     anchor = placeholders[-1] if placeholders else None
     for i in range(len(targets)):
         with graph.inserting_after(anchor) if anchor is not None else graph.inserting_before(None):
             anchor = graph.placeholder(f"hwprune_mask_{i}")
         masks.append(anchor)
-    pieces: dict[fx.Node, dict[int, fx.Node]] = {}
-    for (name, node, index, _), mask in zip(targets, masks):
-        if index is not None:
-            pieces.setdefault(node, {})[index] = mask
-            continue
-        _insert_after(graph, node, anchor, lambda: graph.call_function(operator.mul, (node, mask)))
-    for node, by_index in pieces.items():
-        _insert_after(graph, node, anchor, lambda: graph.call_function(_mask_pieces, (node, by_index)))
+    # one scaled copy of each (node, user) pair, read by that user alone
+    per_edge: dict[tuple[fx.Node, fx.Node], dict[int | None, fx.Node]] = {}
+    for (_, node, index, _, user), mask in zip(targets, masks):
+        per_edge.setdefault((node, user), {})[index] = mask
+    for (node, user), by_index in per_edge.items():
+        with graph.inserting_before(user):
+            if None in by_index:
+                new = graph.call_function(operator.mul, (node, by_index[None]))
+            else:
+                new = graph.call_function(_mask_pieces, (node, by_index))
+        user.replace_input_with(node, new)
     graph.lint()
     gm.recompile()
     inputs = [n.name for n in placeholders]
-    return _finish(gm, inputs, [t[0] for t in targets], [t[3] for t in targets], 1, analysis)
-
-
-def _insert_after(graph: fx.Graph, node: fx.Node, last_placeholder: fx.Node,
-                  make: Callable[[], fx.Node]) -> None:
-    """Insert ``make()`` right after ``node`` (after the masks for an input) and route node's users to it."""
-    where = last_placeholder if node.op == "placeholder" else node
-    with graph.inserting_after(where):
-        new = make()
-    node.replace_all_uses_with(new, delete_user_cb=lambda user: user is not new)
+    return _finish(gm, inputs, [(t[0], None if t[4].op == "output" else t[4].name) for t in targets],
+                   [t[3] for t in targets], 1, analysis)

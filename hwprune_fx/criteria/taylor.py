@@ -2,8 +2,9 @@
 
     importance(u) = mean over calibration samples of (d loss / d m_u)^2
 
-where ``m_u`` scales every slot of unit ``u`` (its gradient is the sum of activation x gradient
-over all positions and all the tensors the unit lives in). No labels are needed: for a
+where ``m_u`` scales unit ``u``'s channels where the operators that mix them read them (its
+frontier edges, see :mod:`~hwprune_fx.criteria.masked_model`; its gradient is the sum of
+activation x gradient over all positions and all those edges). No labels are needed: for a
 classifier the loss is the cross-entropy against the model's own argmax prediction; for any
 other output it is ``0.5 * ||y||^2`` (the squared output), a stand-in that weighs a channel by
 how much it moves the output.
