@@ -129,6 +129,12 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
             f"-> {confirmed:.3f} ms against the budget {budget_ms:.3f} ms")
         return confirmed
 
+    def measure_many(keeps: list[np.ndarray]) -> list[float]:
+        """HILP's candidates of one step, timed beside the original in interleaved rounds."""
+        candidates = [materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~k))) for k in keeps]
+        base_now, *timed = measure_side_by_side(confirm, [loaded.original, *candidates], rounds=2)
+        return [_in_baseline_terms(budget, m.median_ms, base_now.median_ms, baseline.median_ms) for m in timed]
+
     t0 = time.perf_counter()
     if budget_ms >= baseline.median_ms:
         say("the baseline already meets the budget: nothing to prune")
@@ -138,7 +144,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                               [SearchStep(0, 0, baseline.median_ms, baseline.median_ms)])
     elif search == "hilp":
         result = hilp_search(analysis, scores, cost, measure, budget_ms, baseline.median_ms, align=align,
-                             edges=edges, progress=say)
+                             edges=edges, progress=say, measure_many=measure_many)
     elif search == "uniform":
         result = uniform_search(analysis, scores, measure, budget_ms, baseline.median_ms, progress=say)
     else:

@@ -25,7 +25,8 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                 measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
                 align: int | Mapping[int, int] = 8, candidates: int = 3, max_steps: int = 200,
                 progress: Callable[[str], None] | None = None,
-                edges: Mapping[int, list[int]] | None = None) -> SearchResult:
+                edges: Mapping[int, list[int]] | None = None,
+                measure_many: Callable[[list[np.ndarray]], list[float]] | None = None) -> SearchResult:
     """Layer-wise measured steps until the measured latency is within ``budget_ms``.
 
     Args:
@@ -33,6 +34,9 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
         edges: per group id, the good kept counts (plateau right ends of its measured
             latency staircase); the next cut goes to the largest edge below the current
             width, or to the next multiple of ``align`` when no edge is below.
+        measure_many: times a step's candidates together (side by side with the original, in
+            interleaved rounds) so that machine drift cannot pick the winner; by default each
+            candidate is one ``measure`` call.
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
@@ -60,10 +64,13 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
             return SearchResult(keep, False, current, history)
         options.sort(key=lambda o: o[0])
         best = None
+        trials = []
         for _, g, c, est in options[:candidates]:
             trial = keep.copy()
             trial[c] = False
-            ms = measure(trial)
+            trials.append(trial)
+        timed = measure_many(trials) if measure_many else [measure(t) for t in trials]
+        for (_, g, c, est), ms in zip(options[:candidates], timed):
             gain = current - ms
             value = float(scores[c].sum() / norm[g]) / max(gain, 1e-9) if gain > 0 else np.inf
             if best is None or value < best[0] or (not np.isfinite(best[0]) and ms < best[3]):
