@@ -104,12 +104,21 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
               help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
 @click.option("--cache-dir", type=click.Path(), help="Measurement cache (default ~/.cache/hwprune-fx).")
 @click.option("--no-verify", is_flag=True, help="With --ratio: skip the oracle check (not recommended).")
+@click.option("--plot", type=click.Path(), help="Draw latency per search step (predicted vs measured) and per-layer "
+                                                "latency before/after (measured on --target) to this PNG; the "
+                                                "per-layer numbers also go into --report under \"layers\".")
+@click.option("--emit-library", "emit_library", type=click.Path(),
+              help="tvm-llvm: also compile the pruned network with the tuning database and write the "
+                   "shared library (.so).")
+@click.option("--tune-trials", type=int, default=64, show_default=True,
+              help="tvm-llvm: MetaSchedule trials per workload missing from the tuning database.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 def prune(model: str, output: str, budget: str | None, ratio: float | None, target: str, search: str,
           criterion: str, align: str, threads: int, repeat: int, best_effort: bool, report: str | None,
           input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool,
           calib_path: str | None, calib_limit: int, calib_mean: tuple[float, ...] | None,
-          calib_std: tuple[float, ...] | None, calib_resize: int | None) -> None:
+          calib_std: tuple[float, ...] | None, calib_resize: int | None, plot: str | None,
+          emit_library: str | None, tune_trials: int) -> None:
     """Remove channels from MODEL until its measured latency meets --budget (or by --ratio)."""
     from hwprune_fx.calib import CalibrationSource, ImageOptions
     from hwprune_fx.emit.files import write_json_atomic
@@ -119,13 +128,24 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
 
     if (budget is None) == (ratio is None):
         raise click.UsageError("give exactly one of --budget or --ratio")
+    if emit_library:
+        from hwprune_fx.embed.tvm_build import LIBRARY_TARGETS
+
+        if target not in LIBRARY_TARGETS:
+            raise UserError(f"--emit-library compiles with TVM: use --target {' or '.join(LIBRARY_TARGETS)} "
+                            f"(got --target {target})")
     progress = _Progress(quiet)
     defaults = ImageOptions()
     calib = None if calib_path is None else CalibrationSource(
         calib_path, calib_limit, ImageOptions(calib_mean or defaults.mean, calib_std or defaults.std, calib_resize))
-    check_output_path(output, (model,))
-    if report:
-        check_output_path(report, (model, output))
+    outputs = [(flag, path) for flag, path in (("-o", output), ("--report", report), ("--plot", plot),
+                                                ("--emit-library", emit_library)) if path]
+    for i, (flag, path) in enumerate(outputs):
+        check_output_path(path, (model,))
+        for other_flag, other in outputs[:i]:
+            if os.path.abspath(path) == os.path.abspath(other):
+                raise UserError(f"{flag} and {other_flag} name the same file {path}")
+    backend_options = {"tune_trials": tune_trials} if target == "tvm-llvm" else None
     if budget is not None:
         from hwprune_fx.prune_budget import prune_to_budget
         from hwprune_fx.search.budget import parse_budget
@@ -136,7 +156,8 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         progress(f"pruning {model} to {budget} on {target}: search {search}, criterion {criterion}")
         out = prune_to_budget(model, parsed, target=target, search=search, criterion=criterion, align=align,
                               threads=threads, repeat=repeat, input_shapes=parse_input_shapes(input_shape),
-                              cache_dir=cache_dir, best_effort=best_effort, progress=progress, calib=calib)
+                              cache_dir=cache_dir, best_effort=best_effort, progress=progress, calib=calib,
+                              backend_options=backend_options)
         rep, pruned = out["report"], out["model"]
         summary = budget_summary
     else:
@@ -147,11 +168,41 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         progress(f"analysis {rep['seconds']['analysis']:.2f}s: {rep['prunable_groups']} of {rep['groups']} "
                  f"groups prunable, {rep['removed_units']} channels removed")
         summary = prune_summary
-    save_onnx(pruned, output)
-    rep["output"] = os.fspath(output)
-    if report:
-        write_json_atomic(report, rep)
+    if plot:
+        from hwprune_fx.profiling.compare import layer_latency_before_after
+
+        backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, None, None)
+        rep["layers"] = layer_latency_before_after(model, pruned, backend, input_shapes=parse_input_shapes(input_shape),
+                                                   progress=progress)
+    written: list[str] = []
+    try:  # the long work is done: write every output, or none of them
+        if emit_library:
+            from hwprune_fx.embed.tvm_build import export_library
+
+            export_library(pruned, emit_library, target=target, threads=threads, repeat=repeat,
+                           tune_trials=tune_trials, cache_dir=cache_dir, progress=progress)
+            written.append(emit_library)
+            rep["library"] = os.fspath(emit_library)
+        if plot:
+            from hwprune_fx.emit.prune_plot import plot_prune
+
+            plot_prune(rep, plot)
+            written.append(plot)
+            rep["plot"] = os.fspath(plot)
+        save_onnx(pruned, output)
+        written.append(output)
+        rep["output"] = os.fspath(output)
+        if report:
+            write_json_atomic(report, rep)
+    except BaseException:
+        for path in written:
+            if os.path.exists(path):
+                os.unlink(path)
+        raise
     click.echo(summary(rep))
+    for flag, path in (("library", emit_library), ("plot", plot)):
+        if path:
+            click.echo(f"wrote {flag} {path}")
 
 
 @cli.command()

@@ -29,7 +29,10 @@ import onnx
 
 from hwprune_fx.pass_infra import Pipeline, PassSpec
 
-__all__ = ["TvmBuild", "prune_and_build"]
+__all__ = ["TvmBuild", "prune_and_build", "export_library", "LIBRARY_TARGETS"]
+
+# Targets whose backend compiles to a shared library (``Backend.export_library``).
+LIBRARY_TARGETS = ("tvm-llvm",)
 
 
 @dataclass
@@ -98,7 +101,6 @@ def prune_and_build(model: str | os.PathLike | onnx.ModelProto, budget: str, *, 
         backend_options: further ``create_backend`` options (e.g. an RPC tracker and key).
     """
     from hwprune_fx.frontends.onnx_io import load_onnx
-    from hwprune_fx.targets import TimingConfig, create_backend
 
     options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, **dict(backend_options or {})}
     pipeline = Pipeline([PassSpec.make("prune", budget=budget, search=search, criterion=criterion, align=align,
@@ -107,11 +109,44 @@ def prune_and_build(model: str | os.PathLike | onnx.ModelProto, budget: str, *, 
     result = pipeline.run(source, target=target, threads=threads, repeat=repeat, cache_dir=cache_dir, calib=calib,
                           seed=seed, progress=progress, backend_options=options)
     pruned = result.model
-    backend = create_backend(target, timing=TimingConfig(warmup=5, repeat=repeat, threads=threads),
-                             cache_dir=cache_dir, **options)
+    backend = _library_backend(target, threads, repeat, cache_dir, options)
     if progress:
         progress(f"compiling the pruned network for {target}")
     executable = backend.compile(pruned)
     library = backend.export_library(pruned, export) if export is not None else None
     report = dict(result.record("prune").details.get("report", {}))
     return TvmBuild(pruned, executable, library, report, result.modified, [r.to_dict() for r in result.records])
+
+
+def export_library(model: str | os.PathLike | onnx.ModelProto, path: str | os.PathLike, *, target: str = "tvm-llvm",
+                   threads: int = 1, repeat: int = 20, tune_trials: int = 64, allow_untuned: bool = False,
+                   cache_dir: str | os.PathLike | None = None, progress: Callable[[str], None] | None = None,
+                   backend_options: Mapping[str, Any] | None = None) -> Path:
+    """Compile ``model`` for ``target`` with its tuning database and write the shared library (atomic).
+
+    The backend is built as the pruning search built it (same ``cache_dir``, ``threads`` and
+    ``tune_trials``), so workloads the search tuned are found in the same database; the ones it
+    lacks are tuned first, and an untuned workload is an error unless ``allow_untuned``.
+
+    Raises:
+        UserError: ``target`` does not compile to a library (see :data:`LIBRARY_TARGETS`).
+    """
+    from hwprune_fx.errors import UserError
+    from hwprune_fx.frontends.onnx_io import load_onnx
+
+    if target not in LIBRARY_TARGETS:
+        raise UserError(f"target {target!r} does not compile to a shared library; use {' or '.join(LIBRARY_TARGETS)}")
+    options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, **dict(backend_options or {})}
+    source = load_onnx(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
+    backend = _library_backend(target, threads, repeat, cache_dir, options)
+    if progress:
+        progress(f"compiling {Path(path).name} for {target} (tuning database {backend.database_dir()})")
+    return backend.export_library(source, path)
+
+
+def _library_backend(target: str, threads: int, repeat: int, cache_dir: str | os.PathLike | None,
+                     options: Mapping[str, Any]) -> Any:
+    from hwprune_fx.targets import TimingConfig, create_backend
+
+    return create_backend(target, timing=TimingConfig(warmup=5, repeat=repeat, threads=threads),
+                          cache_dir=cache_dir, **options)
