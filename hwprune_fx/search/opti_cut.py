@@ -45,8 +45,11 @@ def group_order(analysis: DependencyAnalysis, scores: np.ndarray) -> dict[int, n
 def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
              measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
              align: int | Mapping[int, int] = 8, measure_every: int = 0,
-             progress: Callable[[str], None] | None = None) -> SearchResult:
+             progress: Callable[[str], None] | None = None, fill: float = 0.95) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
+
+    A first measurement under ``fill * budget_ms`` means the cheap model overshot: the last
+    chunks are given back (bisected, measured) while the budget still holds.
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
     the mapping uses 8). A chunk takes the group down to the next multiple of its own.
@@ -79,6 +82,8 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     step = 0
     last_measured = baseline_ms
     stalled = False
+    taken: list[np.ndarray] = []   # chunks in the order they went
+    above = 0                      # chunks taken when the hardware last said "over budget"
     while True:
         if predicted <= budget_ms or stalled or (measure_every and step and step % measure_every == 0):
             stalled = False
@@ -89,7 +94,11 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
                          f"(budget {budget_ms:.3f} ms)")
             last_measured = measured
             if measured <= budget_ms:
+                if measured < fill * budget_ms and len(taken) - above > 1:
+                    keep, measured = _give_back(keep, measured, taken, above, measure, budget_ms, fill, history,
+                                                progress)
                 return SearchResult(keep, True, measured, history)
+            above = len(taken)
             calib *= measured / max(predicted, 1e-12)
             predicted = measured
         best = min(values, key=lambda g: values[g][0], default=None)
@@ -104,7 +113,34 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
         c = chunk(best)
         predicted -= calib * max(values[best][1], 0.0)
         keep[c] = False
+        taken.append(c)
         removed[best] += c.size
         step += 1
         for h in neighbours[best]:
             values[h] = value(h)
+
+
+def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above: int,
+               measure: Callable[[np.ndarray], float], budget_ms: float, fill: float,
+               history: list[SearchStep], progress: Callable[[str], None] | None,
+               max_probes: int = 6) -> tuple[np.ndarray, float]:
+    """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
+    that still meet it, so the network is not pruned further than the budget asks."""
+    lo, hi, best = above, len(taken), (keep, measured)
+    for _ in range(max_probes):
+        if hi - lo <= 1 or best[1] >= fill * budget_ms:
+            break
+        mid = (lo + hi) // 2
+        trial = keep.copy()
+        for c in taken[mid:]:
+            trial[c] = True
+        ms = measure(trial)
+        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
+        if progress:
+            progress(f"give back: the last {len(taken) - mid} chunks kept, measured {ms:.3f} ms "
+                     f"(budget {budget_ms:.3f} ms)")
+        if ms <= budget_ms:
+            hi, best = mid, (trial, ms)
+        else:
+            lo = mid
+    return best

@@ -30,9 +30,13 @@ def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], ro
         raise ValueError("rounds must be >= 1")
     inputs = list(feeds) if feeds is not None else [random_inputs(m, batch=1) for m in models]
     per_model: list[list[float]] = [[] for _ in models]
+    last: list[Measurement | None] = [None] * len(models)
     for _ in range(rounds):
         for i, model in enumerate(models):
-            per_model[i].append(backend._time_onnx(model, inputs[i]).median_ms)
+            last[i] = backend._time_onnx(model, inputs[i])
+            per_model[i].append(last[i].median_ms)
     t = backend.timing
-    return [summarize(backend.name, samples, t.warmup, t.threads, {**backend.settings(), "rounds": rounds})
-            for samples in per_model]
+    # each model's own settings (e.g. TVM's untuned-workload count) stay with its numbers
+    return [summarize(backend.name, samples, t.warmup, t.threads,
+                      {**backend.settings(), **(m.settings if m else {}), "rounds": rounds})
+            for samples, m in zip(per_model, last)]
