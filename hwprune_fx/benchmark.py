@@ -201,39 +201,18 @@ def measure_interleaved(models: Sequence[Any], *, target: str = "ort-cpu", threa
 
     The model order rotates every round, so no model is always timed first or last. On
     ``ort-cpu`` every model gets one session for the whole run (warmed up before round 1);
-    on other targets each block is one uncached ``backend.measure`` (the backend keeps its
-    compiled code, e.g. TVM's tuned executables) with ``warmup`` runs of its own.
+    other targets time each block as one uncached compile-and-run (``Backend.block_timer``).
     """
     from hwprune_fx.oracle import random_inputs
     from hwprune_fx.targets import TimingConfig, create_backend
-    from hwprune_fx.targets.measurement import time_calls
+    from hwprune_fx.targets.side_by_side import round_medians
 
     if rounds < 1 or runs_per_round < 1:
         raise UserError("repeat (rounds) and runs per round must be >= 1")
-    say = progress or (lambda msg: None)
     feeds = feeds if feeds is not None else random_inputs(models[0], batch=1)
     backend = create_backend(target, timing=TimingConfig(warmup=warmup, repeat=runs_per_round, threads=threads),
                              cache_dir=cache_dir, use_cache=False, **dict(backend_options or {}))
-    blocks: list[Callable[[], float]] = []
-    if target == "ort-cpu":
-        for m in models:
-            sess = backend.session(m)
-            time_calls(lambda s=sess: s.run(None, feeds), warmup, 0)
-
-            def block(s: Any = sess) -> float:
-                return statistics.median(time_calls(lambda: s.run(None, feeds), 0, runs_per_round))
-            blocks.append(block)
-    else:
-        for m in models:
-            blocks.append(lambda m=m: backend.measure(m, feeds).median_ms)
-    out: list[list[float]] = [[] for _ in models]
-    n = len(models)
-    for r in range(rounds):
-        for k in range(n):
-            i = (r + k) % n
-            out[i].append(blocks[i]())
-        say(f"measurement round {r + 1}/{rounds}")
-    return out
+    return round_medians(backend, models, rounds, [feeds] * len(models), progress)[0]
 
 
 def _quantile(vals: Sequence[float], q: float) -> float:

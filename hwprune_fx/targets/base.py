@@ -77,6 +77,14 @@ class Backend(abc.ABC):
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
         """Compile ``model`` and time it on ``feeds``."""
 
+    def block_timer(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Callable[[], Measurement]:
+        """A callable that times one block of ``timing.repeat`` runs, for interleaved rounds.
+
+        The default compiles on every block; backends that can keep a compiled model warm
+        between blocks (ort-cpu: one session) override it so each block is only timed runs.
+        """
+        return lambda: self._time_onnx(model, feeds)
+
     def measure(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None) -> Measurement:
         """Measured latency of ``model``, from the on-disk cache when the same question was asked."""
         from hwprune_fx.oracle import random_inputs

@@ -2,12 +2,13 @@
 
 Machine speed drifts (other processes, thermal state, frequency). A network measured
 minutes after another is compared across that drift; measured in alternating rounds, both
-see the same machine. Each round times every model once (a short block of runs), and the
-result per model is the median of its per-round medians, with the spread over rounds.
+see the same machine. Each round times every model once (a block of ``timing.repeat`` runs,
+the order rotating every round so no model is always first), and the result per model is the
+median of its per-round medians, with the spread over rounds.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -15,7 +16,30 @@ import onnx
 from hwprune_fx.targets.base import Backend
 from hwprune_fx.targets.measurement import Measurement, summarize
 
-__all__ = ["measure_side_by_side"]
+__all__ = ["measure_side_by_side", "round_medians"]
+
+
+def round_medians(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int,
+                  feeds: Sequence[dict[str, np.ndarray]] | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[list[list[float]], list[Measurement]]:
+    """Per model, the median of each round's block (ms), and each model's last block."""
+    from hwprune_fx.oracle import random_inputs
+
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    inputs = list(feeds) if feeds is not None else [random_inputs(m, batch=1) for m in models]
+    blocks = [backend.block_timer(m, x) for m, x in zip(models, inputs)]
+    out: list[list[float]] = [[] for _ in models]
+    last: list[Measurement] = [None] * len(models)  # type: ignore[list-item]
+    n = len(models)
+    for r in range(rounds):
+        for k in range(n):
+            i = (r + k) % n
+            last[i] = blocks[i]()
+            out[i].append(last[i].median_ms)
+        if progress:
+            progress(f"measurement round {r + 1}/{rounds}")
+    return out, last
 
 
 def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int = 5,
@@ -24,17 +48,7 @@ def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], ro
 
     Never cached: the point is that the numbers come from one session.
     """
-    from hwprune_fx.oracle import random_inputs
-
-    if rounds < 1:
-        raise ValueError("rounds must be >= 1")
-    inputs = list(feeds) if feeds is not None else [random_inputs(m, batch=1) for m in models]
-    per_model: list[list[float]] = [[] for _ in models]
-    last: list[Measurement | None] = [None] * len(models)
-    for _ in range(rounds):
-        for i, model in enumerate(models):
-            last[i] = backend._time_onnx(model, inputs[i])
-            per_model[i].append(last[i].median_ms)
+    per_model, last = round_medians(backend, models, rounds, feeds)
     t = backend.timing
     # each model's own settings (e.g. TVM's untuned-workload count) stay with its numbers
     return [summarize(backend.name, samples, t.warmup, t.threads,
