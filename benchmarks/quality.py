@@ -96,13 +96,20 @@ def fidelity(ref: np.ndarray, got: np.ndarray) -> dict:
     return {"top1_agreement": float((ref.argmax(1) == got.argmax(1)).mean()), "kl": kl}
 
 
+def export_keeping_bn(model: nn.Module, path: Path) -> None:
+    """ONNX with BatchNormalization nodes kept (no constant folding): onnxruntime still fuses
+    them for timing, and the fine-tune (onnx2torch) gets real BatchNorm layers back; a deep
+    ResNet with BN folded away does not recover in a few epochs of SGD."""
+    torch.onnx.export(model.eval(), (torch.randn(1, 1, SIDE, SIDE),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], do_constant_folding=False)
+
+
 def main() -> None:
     from onnx2torch import convert
 
     from hwprune_fx.calib import CalibrationData
     from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
     from hwprune_fx.targets import TimingConfig, create_backend
-    from hwprune_fx.zoo import export_onnx
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="60,40")
@@ -131,7 +138,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "digits_resnet.onnx"
-        export_onnx(dense, (1, 1, SIDE, SIDE), src)
+        export_keeping_bn(dense, src)
         cache = Path(tmp) / "cache"
         runs = [(b, c, s) for b in args.budgets.split(",") for c in args.criteria.split(",")
                 for s in args.searches.split(",")] + [(b, "l1", "uniform") for b in args.budgets.split(",")]
