@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper
 
 from hwprune_fx.analysis.mergeable import Merge
 from hwprune_fx.frontends.onnx_io import infer_shapes_static
-from hwprune_fx.oracle import (OracleResult, mask_removed_channels, onnx_oracle, random_inputs, relative_error,
+from hwprune_fx.oracle import (OracleResult, compare_outputs, mask_removed_channels, onnx_oracle, random_inputs,
                                run_onnx)
 
 __all__ = ["merge_reference", "merge_oracle"]
@@ -81,9 +81,4 @@ def merge_oracle(original: onnx.ModelProto, merged: onnx.ModelProto, removed_cha
     if not merges:
         return onnx_oracle(original, merged, removed_channels, feeds, tolerance)
     ref = run_onnx(merge_reference(original, removed_channels, merges), feeds)
-    got = run_onnx(merged, feeds)
-    rel, ab = 0.0, 0.0
-    for r, g in zip(ref, got):
-        e_rel, e_abs = relative_error(r, g)
-        rel, ab = max(rel, e_rel), max(ab, e_abs)
-    return OracleResult(rel, ab, tolerance)
+    return compare_outputs(ref, run_onnx(merged, feeds), tolerance)

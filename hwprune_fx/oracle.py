@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from hwprune_fx.frontends.onnx_io import fits_in_protobuf, infer_shapes_static, initializer_stubs, runtime_source
 
 __all__ = ["OracleResult", "mask_removed_channels", "run_onnx", "onnx_oracle", "relative_error",
-           "random_inputs"]
+           "random_inputs", "compare_outputs"]
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,11 @@ def onnx_oracle(original: onnx.ModelProto, pruned: onnx.ModelProto, removed_chan
     else:  # above 2 GB: never copy the weights, stream them to disk from the original
         ref = run_onnx(mask_removed_channels(original, removed_channels, with_weights=False), feeds,
                        weights_from=original)
-    got = run_onnx(pruned, feeds)
+    return compare_outputs(ref, run_onnx(pruned, feeds), tolerance)
+
+
+def compare_outputs(ref: list[np.ndarray], got: list[np.ndarray], tolerance: float = 1e-3) -> OracleResult:
+    """The largest relative and absolute error over all outputs, judged against ``tolerance``."""
     rel, ab = 0.0, 0.0
     for r, g in zip(ref, got):
         e_rel, e_abs = relative_error(r, g)

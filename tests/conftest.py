@@ -24,3 +24,14 @@ def torchvision_onnx(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str,
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models: a second intra-op thread only adds contention on a shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,13 +28,7 @@ from tests.test_cli import _assert_clean_failure, run_cli
 CALIB_MESSAGE = "criterion 'ig' needs calibration data: pass --calib FILE (.npz/.npy or a folder of images)"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: a second intra-op thread only adds contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class SmallNet(nn.Module):

@@ -23,13 +23,7 @@ from tests.random_models import BLOCK_KINDS, build_random_net
 MODELS = ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "efficientnet_b0", "densenet121", "convnext_tiny"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small inputs: a second intra-op thread only adds contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _torchvision(name: str, seed: int = 0) -> nn.Module:
