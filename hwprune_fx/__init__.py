@@ -17,16 +17,27 @@ from hwprune_fx.pass_infra.pipeline_text import Pipeline  # noqa: E402
 def prune(model: Any, *, budget: str | None = None, ratio: float | None = None, target: str = "ort-cpu",
           search: str = "opti-cut", criterion: str = "l1", example_inputs: tuple | None = None,
           **options: Any) -> Any:
-    """Prune an ONNX path/model to a measured latency ``budget`` (or by ``ratio``).
+    """Prune an ONNX path/model or a torch module to a measured latency ``budget`` (or by ``ratio``).
 
-    With ``budget``, returns a dict with the pruned ``model``, its ``plan`` and a ``report``;
-    with ``ratio``, a :class:`hwprune_fx.pipeline.PruneResult` (a torch module is accepted there).
+    With ``budget``: for ONNX, a dict with the pruned ``model``, its ``plan`` and a ``report``; for a
+    torch module (``example_inputs`` needed), a :class:`hwprune_fx.pipeline.PruneResult` whose
+    model is the pruned module, with ``finetune=callable`` called between ``rounds=`` cuts.
+    With ``ratio``, a :class:`hwprune_fx.pipeline.PruneResult`.
     """
-    if (budget is None) == (ratio is None):
-        from hwprune_fx.errors import UserError
+    from hwprune_fx.errors import UserError
 
+    if (budget is None) == (ratio is None):
         raise UserError("give exactly one of budget= or ratio=")
     if budget is not None:
+        from hwprune_fx.pipeline import _is_torch_module, _require_example
+
+        if _is_torch_module(model):
+            from hwprune_fx.prune_module_budget import prune_module_to_budget
+
+            return prune_module_to_budget(model, _require_example(example_inputs), budget, target=target,
+                                          search=search, criterion=criterion, **options)
+        if "finetune" in options:
+            raise UserError("finetune= applies to torch modules (the network must train between rounds)")
         from hwprune_fx.prune_budget import prune_to_budget
 
         return prune_to_budget(model, budget, target=target, search=search, criterion=criterion, **options)

@@ -29,8 +29,18 @@ class TorchEagerBackend(Backend):
         return {**super().settings(), "torch": torch.__version__}
 
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
-        raise UserError("target 'torch' times torch modules: call measure_module(module, inputs) from Python, "
-                        "or use --target ort-cpu for ONNX files")
+        """An ONNX network is timed as the torch module onnx2torch rebuilds from it (the same ops
+        a user deploying with PyTorch runs)."""
+        import torch
+        from onnx2torch import convert
+
+        try:
+            module = convert(model)
+        except Exception as exc:  # noqa: BLE001 - the converter's own error, on one line
+            raise UserError(f"target 'torch': onnx2torch cannot rebuild this network ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); use --target ort-cpu") from None
+        inputs = tuple(torch.from_numpy(np.asarray(v)) for v in feeds.values())
+        return self.measure_module(module, inputs)
 
     def measure_module(self, module: Any, example_inputs: tuple) -> Measurement:
         """Median eager latency of ``module(*example_inputs)`` under ``torch.inference_mode``."""

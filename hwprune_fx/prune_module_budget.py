@@ -1,0 +1,86 @@
+"""The budget path for ``torch.nn.Module``: prune to a measured latency, optionally fine-tuning
+between rounds (HFP fine-tunes as it cuts).
+
+    module -> ONNX (BatchNorm kept) -> prune_to_budget (round r's budget) -> onnx2torch module
+           -> finetune(module) -> ONNX -> ... -> the pruned module of the last round
+
+With ``rounds = R`` the latency goes from the baseline to the budget in R geometric steps, so
+the network is fine-tuned after each cut instead of once after the whole cut. The module
+returned is the torch module onnx2torch rebuilds from the pruned network: ordinary
+``nn.Conv2d``/``nn.BatchNorm2d``/``nn.Linear`` layers in a ``torch.fx.GraphModule``, which trains.
+Every round is exact by the oracle (or the merge oracle) against the network it started from.
+"""
+from __future__ import annotations
+
+import io
+from typing import Any, Callable
+
+import onnx
+
+from hwprune_fx.errors import UserError
+from hwprune_fx.search.budget import Budget, parse_budget
+
+__all__ = ["prune_module_to_budget", "module_to_onnx"]
+
+
+def module_to_onnx(module: Any, example_inputs: tuple) -> onnx.ModelProto:
+    """The module in eval mode as ONNX, without constant folding, so BatchNorm stays a layer
+    (onnxruntime still fuses it for timing; the fine-tune gets it back as ``nn.BatchNorm2d``)."""
+    import torch
+
+    was_training = module.training
+    buf = io.BytesIO()
+    try:
+        torch.onnx.export(module.eval(), tuple(example_inputs), buf, dynamo=False, opset_version=17,
+                          do_constant_folding=False,
+                          input_names=[f"input{i}" if len(example_inputs) > 1 else "input"
+                                       for i in range(len(example_inputs))])
+    finally:
+        module.train(was_training)
+    return onnx.load_from_string(buf.getvalue())
+
+
+def prune_module_to_budget(module: Any, example_inputs: tuple, budget: str | Budget, *, rounds: int | None = None,
+                           finetune: Callable[[Any], None] | None = None, target: str = "ort-cpu",
+                           threads: int = 1, repeat: int = 20, cache_dir: Any = None,
+                           progress: Callable[[str], None] | None = None, **options: Any) -> Any:
+    """Returns a :class:`hwprune_fx.pipeline.PruneResult` whose ``model`` is the pruned torch module.
+
+    Args:
+        rounds: cut in this many geometric latency steps (default 3 with ``finetune``, else 1).
+        finetune: called with the pruned module after every round (train it in place; it is
+            put back in eval mode after).
+        options: passed to :func:`hwprune_fx.prune_budget.prune_to_budget` (search, criterion, calib...).
+    """
+    from onnx2torch import convert
+
+    from hwprune_fx.pipeline import PruneResult
+    from hwprune_fx.prune_budget import prune_to_budget
+    from hwprune_fx.targets import TimingConfig, create_backend
+
+    say = progress or (lambda msg: None)
+    budget = parse_budget(budget) if isinstance(budget, str) else budget
+    rounds = rounds if rounds is not None else (3 if finetune else 1)
+    if rounds < 1:
+        raise UserError(f"rounds must be >= 1, got {rounds}")
+    current = module_to_onnx(module, example_inputs)
+    backend = create_backend(target, timing=TimingConfig(warmup=5, repeat=repeat, threads=threads),
+                             cache_dir=cache_dir)
+    baseline_ms = backend.measure(current).median_ms
+    final_ms = budget.target_ms(baseline_ms)
+    reports, pruned, result = [], module, None
+    for r in range(1, rounds + 1):
+        step_ms = baseline_ms * (final_ms / baseline_ms) ** (r / rounds)
+        say(f"round {r}/{rounds}: budget {step_ms:.3f} ms (final {final_ms:.3f} ms)")
+        result = prune_to_budget(current, f"{step_ms:.6f}ms", target=target, threads=threads, repeat=repeat,
+                                 cache_dir=cache_dir, progress=progress, **options)
+        reports.append(result["report"])
+        pruned = convert(result["model"]).eval()
+        if finetune is not None:
+            pruned.train()
+            finetune(pruned)
+            pruned.eval()
+        current = module_to_onnx(pruned, example_inputs) if r < rounds else result["model"]
+    report = {"budget": budget.text, "baseline_ms": baseline_ms, "budget_ms": final_ms, "rounds": reports,
+              "final": reports[-1]["final"], "reached": reports[-1]["reached"], "finetuned": finetune is not None}
+    return PruneResult(pruned, result["plan"], report)
