@@ -119,11 +119,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                              use_cache=False, **(backend_options or {}))
     confirmations: list[dict[str, float]] = []
 
-    def measure(keep: np.ndarray) -> float:
-        candidate = materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
-        ms = backend.measure(candidate).median_ms
-        if ms > budget_ms or ms < (1.0 - CONFIRM_MARGIN) * budget_ms:
-            return ms  # over, or so far under that drift cannot matter
+    def confirm_beside_original(candidate: onnx.ModelProto, ms: float) -> float:
         base_now, cand_now = measure_side_by_side(confirm, [loaded.original, candidate], rounds=3)
         confirmed = _in_baseline_terms(budget, cand_now.median_ms, base_now.median_ms, baseline.median_ms)
         confirmations.append({"measured_ms": ms, "side_by_side_ms": cand_now.median_ms,
@@ -132,11 +128,20 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
             f"-> {confirmed:.3f} ms against the budget {budget_ms:.3f} ms")
         return confirmed
 
+    def measure(keep: np.ndarray) -> float:
+        candidate = materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
+        ms = backend.measure(candidate).median_ms
+        if ms > budget_ms or ms < (1.0 - CONFIRM_MARGIN) * budget_ms:
+            return ms  # over, or so far under that drift cannot matter
+        return confirm_beside_original(candidate, ms)
+
     def measure_many(keeps: list[np.ndarray]) -> list[float]:
-        """HILP's candidates of one step, timed beside the original in interleaved rounds."""
+        """HILP's candidates of one step, timed beside the original in interleaved rounds; one
+        that seems to meet the budget is confirmed on its own before it can be accepted."""
         candidates = [materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~k))) for k in keeps]
         base_now, *timed = measure_side_by_side(confirm, [loaded.original, *candidates], rounds=2)
-        return [_in_baseline_terms(budget, m.median_ms, base_now.median_ms, baseline.median_ms) for m in timed]
+        values = [_in_baseline_terms(budget, m.median_ms, base_now.median_ms, baseline.median_ms) for m in timed]
+        return [confirm_beside_original(c, v) if v <= budget_ms else v for c, v in zip(candidates, values)]
 
     t0 = time.perf_counter()
     if budget_ms >= baseline.median_ms:
