@@ -12,7 +12,7 @@ unless ``best_effort``.
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import onnx
 
@@ -35,7 +35,7 @@ class PruneToBudgetPass(PassBase):
     def __init__(self, budget: Budget,
                  search: Annotated[str, Choices(_SEARCHES)] = "opti-cut",
                  criterion: Annotated[str, Choices(available_criteria)] = "l1",
-                 align: Annotated[int, Range(1)] = 8,
+                 align: Annotated[int, Range(1)] | Literal["auto"] = 8,
                  cost_model: Annotated[str, Choices(("lut", "flops"))] = "lut",
                  best_effort: bool = False) -> None:
         """
@@ -43,7 +43,7 @@ class PruneToBudgetPass(PassBase):
             budget: latency to reach: 12ms, 800us, 60% (of the measured input) or 1.8x.
             search: how channels are chosen (opti-cut, hilp, flops, uniform).
             criterion: importance criterion.
-            align: channel multiple the search keeps groups at (1: no alignment).
+            align: channel multiple the search keeps groups at (1: none; auto: per group, measured).
             cost_model: cheap latency estimate the search confirms by measurement.
             best_effort: return the best network found when the budget is missed.
         """
