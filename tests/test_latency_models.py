@@ -134,7 +134,8 @@ def test_lut_and_predictor_consistency(tmp_path, r18) -> None:
     assert pred.predict(configs[0]) == pytest.approx(truth[0], rel=1e-3)
 
 
-def test_torch_target_times_modules_and_refuses_onnx(r18) -> None:
+def test_torch_target_times_modules_and_onnx_through_onnx2torch(r18) -> None:
+    import onnx
     import torch
 
     from hwprune_fx.targets.torch_eager import TorchEagerBackend
@@ -143,5 +144,10 @@ def test_torch_target_times_modules_and_refuses_onnx(r18) -> None:
     assert isinstance(b, TorchEagerBackend)
     m = b.measure_module(torch.nn.Conv2d(3, 8, 3), (torch.randn(1, 3, 16, 16),))
     assert m.median_ms > 0 and m.threads == 1 and m.settings["torch"] == torch.__version__
-    with pytest.raises(UserError, match="torch modules"):
-        b.measure(r18[0].original)
+    assert b.measure(r18[0].original).repeats == FAST.repeat
+    broken = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("NoSuchOp", ["x"], ["y"], domain="nowhere")], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])]))
+    with pytest.raises(UserError, match="onnx2torch cannot rebuild"):
+        b.measure(broken)
