@@ -24,6 +24,7 @@ top-level function :func:`hwprune_fx.bench` with a module of the same name.
 """
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -228,8 +229,9 @@ def _predicted(records: Sequence[Any]) -> float | None:
         report = rec.details.get("report") if isinstance(rec.details, Mapping) else None
         if rec.name == "prune" and isinstance(report, Mapping):
             for step in report.get("steps") or ():
-                if step.get("predicted_ms") is not None:
-                    value = float(step["predicted_ms"])
+                predicted = step.get("predicted_ms")
+                if predicted is not None and math.isfinite(predicted):  # HILP/uniform steps are measured only
+                    value = float(predicted)
     return value
 
 
