@@ -92,13 +92,16 @@ def logits_of(model: nn.Module, x: np.ndarray) -> np.ndarray:
 def reestimate_bn(model: nn.Module, x: np.ndarray) -> None:
     """Recompute every BatchNorm's running statistics on ``x`` (the calibration samples): the
     cheapest repair after pruning, no labels and no gradient step."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the batches
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
     model.train()
     for i in range(0, len(x), 64):
         model(torch.tensor(x[i:i + 64]))
+    for m, momentum in zip(norms, momenta):  # a later fine-tune tracks its statistics as usual
+        m.momentum = momentum
     model.eval()
 
 
