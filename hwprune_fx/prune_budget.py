@@ -65,6 +65,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.search.uniform import uniform_search
     from hwprune_fx.merge_oracle import merge_oracle
     from hwprune_fx.passes.merge_similar import applicable_merges, materialize_merged
+    from hwprune_fx.search.candidate_meter import CandidateMeter
     from hwprune_fx.targets.side_by_side import measure_side_by_side
     import onnx_graphsurgeon as gs
 
@@ -109,37 +110,12 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         say(f"--align auto: step widths {sorted(set(align.values())) if isinstance(align, dict) else align}")
     phases["profiling"] = time.perf_counter() - t0
 
-    # The baseline and the candidates may come from the cache or from minutes ago; before a
-    # candidate is accepted it is timed again beside the original in interleaved rounds, so a
-    # relative budget is met as a ratio measured on one machine state, not across drift.
     confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads),
                              use_cache=False, **(backend_options or {}))
-    confirmations: list[dict[str, float]] = []
-
-    def confirm_beside_original(candidate: onnx.ModelProto, ms: float) -> float:
-        base_now, cand_now = measure_side_by_side(confirm, [loaded.original, candidate], rounds=3)
-        # half the candidate's spread over rounds on top: accepted only when the budget holds
-        # with the noise this machine shows right now, so a re-measurement does not tip it over
-        upper_ms = cand_now.median_ms + 0.5 * cand_now.spread_ms
-        confirmed = _in_baseline_terms(budget, upper_ms, base_now.median_ms, baseline.median_ms)
-        confirmations.append({"measured_ms": ms, "side_by_side_ms": cand_now.median_ms,
-                              "baseline_side_by_side_ms": base_now.median_ms, "confirmed_ms": confirmed})
-        say(f"confirm: {cand_now.median_ms:.3f} ms beside the original at {base_now.median_ms:.3f} ms "
-            f"-> {confirmed:.3f} ms against the budget {budget_ms:.3f} ms")
-        return confirmed
-
-    def measure(keep: np.ndarray) -> float:
-        candidate = materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
-        ms = backend.measure(candidate).median_ms   # may come from the cache, i.e. another session
-        return ms if ms > budget_ms else confirm_beside_original(candidate, ms)
-
-    def measure_many(keeps: list[np.ndarray]) -> list[float]:
-        """HILP's candidates of one step, timed beside the original in interleaved rounds; one
-        that seems to meet the budget is confirmed on its own before it can be accepted."""
-        candidates = [materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~k))) for k in keeps]
-        base_now, *timed = measure_side_by_side(confirm, [loaded.original, *candidates], rounds=2)
-        values = [_in_baseline_terms(budget, m.median_ms, base_now.median_ms, baseline.median_ms) for m in timed]
-        return [confirm_beside_original(c, v) if v <= budget_ms else v for c, v in zip(candidates, values)]
+    meter = CandidateMeter(loaded.original,
+                           lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep))),
+                           backend, confirm, budget, budget_ms, baseline.median_ms, say)
+    measure = meter.measure
 
     t0 = time.perf_counter()
     if budget_ms >= baseline.median_ms:
@@ -150,7 +126,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                               [SearchStep(0, 0, baseline.median_ms, baseline.median_ms)])
     elif search == "hilp":
         result = hilp_search(analysis, scores, cost, measure, budget_ms, baseline.median_ms, align=align,
-                             edges=edges, progress=say, measure_many=measure_many)
+                             edges=edges, progress=say, measure_many=meter.measure_many)
     elif search == "uniform":
         result = uniform_search(analysis, scores, measure, budget_ms, baseline.median_ms, progress=say)
     else:
@@ -194,7 +170,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "baseline": baseline.to_dict(), "baseline_fresh": base_again.to_dict(), "final": final.to_dict(),
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
-        "confirmations": confirmations, "merged_channels": len(merges),
+        "confirmations": meter.confirmations, "merged_channels": len(merges),
         "merges": [m._asdict() for m in merges],
         "steps": history, "params_before": count_params(loaded.channel_graph), "params_after": count_params(pruned_cg),
         "macs_before": count_macs(loaded.channel_graph), "macs_after": count_macs(pruned_cg),
@@ -206,13 +182,3 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         report["calibration"] = calib_entry
     return {"model": pruned, "plan": plan, "report": report}
 
-
-def _in_baseline_terms(budget: Budget, candidate_ms: float, baseline_now_ms: float, baseline_ms: float) -> float:
-    """A side-by-side candidate time expressed against the budget.
-
-    Relative budgets (``60%``, ``1.8x``) are ratios: the candidate/baseline ratio measured side by
-    side is scaled to the baseline the budget was computed from. An absolute budget is a time.
-    """
-    if budget.kind == "ms":
-        return candidate_ms
-    return candidate_ms / baseline_now_ms * baseline_ms

@@ -1,0 +1,68 @@
+"""How the budget searches time a candidate network: cached first, confirmed beside the original.
+
+A cached number may come from another session, and the machine drifts; so a candidate that
+seems to meet the budget is timed again beside the original in interleaved rounds, and
+accepted only with half its spread on top. Relative budgets (``60%``, ``1.8x``) are met as the
+candidate/original ratio measured on one machine state, scaled to the baseline the budget was
+computed from; an absolute budget is a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from hwprune_fx.search.budget import Budget
+from hwprune_fx.targets.base import Backend
+from hwprune_fx.targets.side_by_side import measure_side_by_side
+
+__all__ = ["CandidateMeter", "in_baseline_terms"]
+
+
+def in_baseline_terms(budget: Budget, candidate_ms: float, baseline_now_ms: float, baseline_ms: float) -> float:
+    """A side-by-side candidate time expressed against the budget (see the module docstring)."""
+    if budget.kind == "ms":
+        return candidate_ms
+    return candidate_ms / baseline_now_ms * baseline_ms
+
+
+@dataclass
+class CandidateMeter:
+    """``measure(keep)`` for Opti-Cut/uniform, ``measure_many(keeps)`` for HILP's steps."""
+
+    original: onnx.ModelProto
+    build: Callable[[np.ndarray], onnx.ModelProto]   # keep mask -> pruned network
+    backend: Backend                                 # cached measurements
+    confirm: Backend                                 # uncached, short blocks for interleaved rounds
+    budget: Budget
+    budget_ms: float
+    baseline_ms: float
+    say: Callable[[str], None] = lambda msg: None
+    confirmations: list[dict[str, float]] = field(default_factory=list)
+
+    def measure(self, keep: np.ndarray) -> float:
+        candidate = self.build(keep)
+        ms = self.backend.measure(candidate).median_ms   # may come from the cache, i.e. another session
+        return ms if ms > self.budget_ms else self._confirm(candidate, ms)
+
+    def measure_many(self, keeps: list[np.ndarray]) -> list[float]:
+        """Candidates of one step timed beside the original in interleaved rounds; one that seems
+        to meet the budget is confirmed on its own before it can be accepted."""
+        candidates = [self.build(k) for k in keeps]
+        base_now, *timed = measure_side_by_side(self.confirm, [self.original, *candidates], rounds=2)
+        values = [in_baseline_terms(self.budget, m.median_ms, base_now.median_ms, self.baseline_ms) for m in timed]
+        return [self._confirm(c, v) if v <= self.budget_ms else v for c, v in zip(candidates, values)]
+
+    def _confirm(self, candidate: onnx.ModelProto, ms: float) -> float:
+        base_now, cand_now = measure_side_by_side(self.confirm, [self.original, candidate], rounds=3)
+        # half the candidate's spread over rounds on top: accepted only when the budget holds
+        # with the noise this machine shows right now, so a re-measurement does not tip it over
+        upper_ms = cand_now.median_ms + 0.5 * cand_now.spread_ms
+        confirmed = in_baseline_terms(self.budget, upper_ms, base_now.median_ms, self.baseline_ms)
+        self.confirmations.append({"measured_ms": ms, "side_by_side_ms": cand_now.median_ms,
+                                   "baseline_side_by_side_ms": base_now.median_ms, "confirmed_ms": confirmed})
+        self.say(f"confirm: {cand_now.median_ms:.3f} ms beside the original at {base_now.median_ms:.3f} ms "
+                 f"-> {confirmed:.3f} ms against the budget {self.budget_ms:.3f} ms")
+        return confirmed
