@@ -191,7 +191,7 @@ def test_prune_and_build_exports_a_library_that_matches_onnxruntime(tmp_path: Pa
     from hwprune_fx.embed.tvm_build import prune_and_build
 
     original = _two_convs()
-    build = prune_and_build(original, "90%", search="flops", align=8, tune_trials=4, threads=1, repeat=10,
+    build = prune_and_build(original, "90%", search="flops", align=8, tune_trials=8, threads=1, repeat=10,
                             best_effort=True, cache_dir=tmp_path / "cache", export=tmp_path / "model.so")
     kept = {i.name: tuple(i.dims) for i in build.model.graph.initializer}[build.model.graph.node[0].input[1]][0]
     assert build.modified == (kept < 16)  # honest: modified exactly when channels went
