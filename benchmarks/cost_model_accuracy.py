@@ -1,21 +1,29 @@
 """How well each cost model predicts measured latency of randomly pruned variants.
 
-Per model: ``--variants`` random per-group keep ratios in [0.3, 1.0], each exact by the
-oracle, measured whole on the target; the predictor is fitted on the first half and
-scored on the held-out second half (all models are scored on the same held-out half).
+Per model: ``--fit`` + ``--variants`` random per-group keep ratios in [0.3, 1.0], each exact
+by the oracle, measured whole on the target. The predictor is fitted on the first ``--fit``
+variants and every cost model is scored on the other ``--variants`` (held out).
 
-    python benchmarks/cost_model_accuracy.py --models resnet18,resnet50 --variants 30
+Each variant is timed beside the original in interleaved rounds and its latency taken as
+(variant / original, median over rounds) x the baseline: machine drift over the run (minutes
+to an hour) would otherwise show up as model error. The raw per-variant medians are kept in
+the JSON too.
+
+    python benchmarks/cost_model_accuracy.py --models resnet18,resnet50 --fit 30 --variants 30
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+from tqdm import tqdm
 
 from hwprune_fx.analysis import analyze_dependencies
 from hwprune_fx.cost_models import LayerChannels, create_cost_model
@@ -27,6 +35,7 @@ from hwprune_fx.pipeline import load_onnx_model
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.profiling.layers import find_layers
 from hwprune_fx.targets import TimingConfig, create_backend
+from hwprune_fx.targets.side_by_side import round_medians
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
 
@@ -46,7 +55,13 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": round(float(spearmanr(pred, truth).statistic), 4)}
 
 
-def run_model(name: str, variants: int, backend, seed: int) -> dict:
+def side_by_side(backend, original, variant, rounds: int) -> tuple[float, list[float], float]:
+    """(median variant/original ratio over rounds, the original's round medians, the variant's median)."""
+    (orig, var), _ = round_medians(backend, [original, variant], rounds)
+    return float(np.median(np.array(var) / np.array(orig))), orig, float(np.median(var))
+
+
+def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
@@ -60,8 +75,8 @@ def run_model(name: str, variants: int, backend, seed: int) -> dict:
     flops = create_cost_model("flops", channels=channels)
     measured = MeasuredCostModel(loaded.original, analysis, backend)
     rng = np.random.default_rng(seed)
-    configs, truth, max_err = [], [], 0.0
-    for _ in range(variants):
+    configs, ratios, originals, raw, max_err = [], [], [], [], 0.0
+    for i in tqdm(range(fit + variants), desc=name, file=sys.stderr, leave=False):
         keep = random_keep(analysis, rng)
         model = measured.build(keep)
         res = onnx_oracle(loaded.original, model, PruningPlan(analysis, np.flatnonzero(~keep)).removed_channels)
@@ -69,20 +84,33 @@ def run_model(name: str, variants: int, backend, seed: int) -> dict:
             raise AssertionError(f"{name}: variant not exact ({res.max_rel_error})")
         max_err = max(max_err, res.max_rel_error)
         configs.append(keep)
-        truth.append(backend.measure(model).median_ms)
-    truth_arr = np.array(truth)
-    half = variants // 2
+        ratio, orig_rounds, raw_ms = side_by_side(backend, loaded.original, model, rounds)
+        ratios.append(ratio)
+        originals.extend(orig_rounds)
+        raw.append(raw_ms)
+    # the measurement's own repeatability, the floor under any model's error: the first
+    # ``recheck`` held-out variants timed a second time, the same way
+    again = [side_by_side(backend, loaded.original, measured.build(k), rounds)[0] for k in configs[fit:fit + recheck]]
+    # the original's latency: the median of all its rounds, i.e. over the whole run
+    baseline_ms = float(np.median(originals))
+    truth_arr = np.array(ratios) * baseline_ms
+    half = fit
     fit_c, test_c, test_t = configs[:half], configs[half:], truth_arr[half:]
     predictor = PredictorCostModel(lut, analysis).fit(fit_c, truth_arr[:half])
     # flops predicts MACs, not ms: scale it by a least-squares factor fitted on the same half
     f_fit = np.array([flops.predict(k) for k in fit_c])
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))
-    row = {"model": name, "variants": variants, "held_out": len(test_c), "units": analysis.num_units,
-           "layers": len(channels.layers), "baseline_ms": backend.measure(loaded.original).median_ms,
+    row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
+           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds,
+           "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
            "lut": scores(np.array([lut.predict(k) for k in test_c]), test_t),
            "flops": scores(scale * np.array([flops.predict(k) for k in test_c]), test_t),
+           "repeatability": scores(np.array(again) * baseline_ms, truth_arr[fit:fit + len(again)]) if again else None,
+           "repeatability_n": len(again), "flops_scaled_by": scale, "predictor_features": predictor.feature_names(),
+           "truth_ms": truth_arr.tolist(), "raw_median_ms": raw,
+           "raw_vs_side_by_side_mape_pct": round(100 * float(np.mean(np.abs(np.array(raw) - truth_arr) / truth_arr)), 2),
            "seconds": round(time.perf_counter() - t0, 1)}
     return row
 
@@ -90,38 +118,64 @@ def run_model(name: str, variants: int, backend, seed: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,vgg16_bn,efficientnet_b0")
-    ap.add_argument("--variants", type=int, default=30)
+    ap.add_argument("--fit", type=int, default=30, help="variants the predictor is fitted on")
+    ap.add_argument("--variants", type=int, default=30, help="held-out variants every model is scored on")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (beside the original)")
+    ap.add_argument("--recheck", type=int, default=10,
+                    help="held-out variants timed twice: the measurement's own repeatability")
     ap.add_argument("--target", default="ort-cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--repeat", type=int, default=5, help="runs per model per round")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--merge", action="store_true", help="keep the other models' rows of an earlier run in --out")
     args = ap.parse_args()
     backend = create_backend(args.target, timing=TimingConfig(warmup=3, repeat=args.repeat, threads=args.threads),
                              use_cache=False)
+    out = Path(args.out)
+    names = args.models.split(",")
     rows = []
-    for name in args.models.split(","):
-        rows.append(run_model(name, args.variants, backend, args.seed))
+    if args.merge and (out / "cost_model_accuracy.json").exists():
+        rows = [r for r in json.loads((out / "cost_model_accuracy.json").read_text())["rows"] if r["model"] not in names]
+    for name in names:
+        rows.append(run_model(name, args.fit, args.variants, backend, args.seed, args.rounds, args.recheck))
         r = rows[-1]
         print(f"{name}: predictor MAPE {r['predictor']['mape_pct']}% rho {r['predictor']['spearman']}; "
               f"lut {r['lut']['mape_pct']}%; flops {r['flops']['mape_pct']}% ({r['seconds']} s)", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    import os
+        write_results(out, rows, args, backend)
 
-    meta = {"target": args.target, "settings": backend.settings(), "variants": args.variants,
-            "load_average_at_end": list(os.getloadavg())}
+
+def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend) -> None:
+    """JSON + Markdown of the rows so far (after every model: a long run stopped early keeps its rows)."""
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"target": args.target, "settings": backend.settings(), "fit": args.fit, "held_out": args.variants,
+            "load_average_now": list(os.getloadavg())}
     (out / "cost_model_accuracy.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# Cost-model accuracy on {args.target} ({args.threads} thread), held-out variants", "",
-          f"Load average at the end: {', '.join(f'{x:.1f}' for x in meta['load_average_at_end'])} on "
-          f"{os.cpu_count()} cores (timing noise grows with it).", "",
-          "| model | baseline ms | predictor MAPE | predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          f"Per model: the predictor is fitted on {args.fit} random variants and every cost model is scored on "
+          f"{args.variants} others. Each variant is timed beside the original in interleaved rounds (rounds x runs "
+          "per round in the table); its latency is the median variant/original ratio x the original's median "
+          "over the whole run. `FLOPs` is MACs scaled by one factor fitted on the same variants. "
+          f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
+          f"{os.cpu_count()} cores.", "",
+          "| model | baseline ms | held-out latency range | rounds x runs | predictor MAPE | predictor worst | "
+          "predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
-        md.append(f"| {r['model']} | {r['baseline_ms']:.2f} | {p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
-                  f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} |")
+        held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
+        md.append(f"| {r['model']} | {r['baseline_ms']:.2f} | {held.min():.2f}-{held.max():.2f}x | "
+                  f"{r['rounds']} x {r['repeat']} | {p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
+                  f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} | {_rep(r, 'mape_pct', '%')} "
+                  f"| {_rep(r, 'spearman')} |")
+    md += ["", "`re-measured`: the first held-out variants timed a second time the same way, scored against the "
+           "first timing: the noise floor under every model's error."]
     (out / "cost_model_accuracy.md").write_text("\n".join(md) + "\n")
+
+
+def _rep(row: dict, key: str, unit: str = "") -> str:
+    rep = row.get("repeatability")
+    return f"{rep[key]}{unit} ({row['repeatability_n']})" if rep else "-"
 
 
 if __name__ == "__main__":

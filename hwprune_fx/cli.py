@@ -46,6 +46,18 @@ def _ratio(_: Any, __: Any, value: float | None) -> float | None:
     return value
 
 
+def _percent(_: Any, __: Any, value: str) -> float:
+    """``3%`` or ``0.03`` -> 0.03, in [0, 50%)."""
+    text = value.strip()
+    try:
+        frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a percentage such as 3%, got {value!r}") from None
+    if not 0.0 <= frac < 0.5:
+        raise click.BadParameter(f"must be in [0%, 50%), got {value}")
+    return frac
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hwprune-fx")
 def cli() -> None:
@@ -99,6 +111,9 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--threads", type=int, default=1, show_default=True, help="Fixed thread count for timing.")
 @click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per measurement.")
 @click.option("--best-effort", is_flag=True, help="Write the best network found even if the budget is missed.")
+@click.option("--margin", default="3%", show_default=True, callback=_percent,
+              help="How far under the budget the search aims: timings of one network differ by a few percent "
+                   "between processes, and the budget must hold in the one that deploys.")
 @click.option("--report", type=click.Path(), help="Write a JSON report here.")
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
@@ -118,7 +133,7 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
           input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool,
           calib_path: str | None, calib_limit: int, calib_mean: tuple[float, ...] | None,
           calib_std: tuple[float, ...] | None, calib_resize: int | None, plot: str | None,
-          emit_library: str | None, tune_trials: int) -> None:
+          emit_library: str | None, tune_trials: int, margin: float) -> None:
     """Remove channels from MODEL until its measured latency meets --budget (or by --ratio)."""
     from hwprune_fx.calib import CalibrationSource, ImageOptions
     from hwprune_fx.emit.files import write_json_atomic
@@ -157,7 +172,7 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         out = prune_to_budget(model, parsed, target=target, search=search, criterion=criterion, align=align,
                               threads=threads, repeat=repeat, input_shapes=parse_input_shapes(input_shape),
                               cache_dir=cache_dir, best_effort=best_effort, progress=progress, calib=calib,
-                              backend_options=backend_options)
+                              backend_options=backend_options, margin=margin)
         rep, pruned = out["report"], out["model"]
         summary = budget_summary
     else:

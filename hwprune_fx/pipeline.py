@@ -152,7 +152,7 @@ def prune_onnx(model: str | os.PathLike | onnx.ModelProto, *, ratio: float, crit
     from hwprune_fx.calib import model_input_specs
     from hwprune_fx.emit.onnx_emit import export_checked
     from hwprune_fx.frontends.onnx_frontend import onnx_to_channel_graph
-    from hwprune_fx.oracle import onnx_oracle, random_inputs
+    from hwprune_fx.oracle import random_inputs
     from hwprune_fx.passes import PruneChannelsPass
 
     if not 0.0 < ratio < 1.0:

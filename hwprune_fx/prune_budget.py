@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from hwprune_fx.analysis import analyze_dependencies
-from hwprune_fx.criteria import require_data
+from hwprune_fx.criteria import global_scale, require_data
 from hwprune_fx.errors import HwpruneError, RewriteError, UserError
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["UnreachableBudget", "prune_to_budget", "SEARCHES"]
 
 SEARCHES = ("opti-cut", "hilp", "flops", "uniform")
+DEFAULT_MARGIN = 0.03
+FINAL_ATTEMPTS = 3
 
 
 class UnreachableBudget(HwpruneError):
@@ -42,8 +44,13 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                     threads: int = 1, repeat: int = 20, input_shapes: dict | None = None,
                     cache_dir: str | os.PathLike | None = None, best_effort: bool = False,
                     progress: Callable[[str], None] | None = None, backend_options: dict | None = None,
-                    calib: CalibInput = None) -> dict[str, Any]:
+                    calib: CalibInput = None, margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """Returns ``{"model": pruned ModelProto, "plan": PruningPlan, "report": {...}}``.
+
+    The search aims ``margin`` (a fraction) under the budget: a network confirmed within the
+    budget in this process measured up to 4% slower, relative to the original, in a fresh one
+    here (benchmarks/results/budget.md). If the final check in this process still misses, the
+    search runs again aiming lower (at most ``FINAL_ATTEMPTS`` searches).
 
     ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
     :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
@@ -59,10 +66,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.calib import model_input_specs
     from hwprune_fx.pipeline import load_onnx_model, make_criterion, materialize
     from hwprune_fx.profiling.layers import find_layers
-    from hwprune_fx.search.hilp import hilp_search
-    from hwprune_fx.search.opti_cut import opti_cut
     from hwprune_fx.search.staircase import resolve_alignment, staircase_counts
-    from hwprune_fx.search.uniform import uniform_search
     from hwprune_fx.merge_oracle import merge_oracle
     from hwprune_fx.passes.merge_similar import applicable_merges, materialize_merged
     from hwprune_fx.search.candidate_meter import CandidateMeter
@@ -71,6 +75,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     say = progress or (lambda msg: None)
     budget = parse_budget(budget) if isinstance(budget, str) else budget
+    if not 0.0 <= margin < 0.5:
+        raise UserError(f"margin must be in [0, 0.5) (a fraction of the budget), got {margin}")
     if search not in SEARCHES:
         raise UserError(f"unknown search {search!r}; choose one of: {', '.join(SEARCHES)}")
     auto_align = isinstance(align, str) and align.strip().lower() == "auto"
@@ -98,6 +104,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     channels = LayerChannels.build(analysis, find_layers(loaded.graph))
     t0 = time.perf_counter()
+    cost = None   # uniform bisects on measurements alone
     if search == "flops":
         cost = create_cost_model("flops", channels=channels)
     elif search in ("opti-cut", "hilp"):
@@ -112,29 +119,47 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads),
                              use_cache=False, **(backend_options or {}))
-    meter = CandidateMeter(loaded.original,
-                           lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep))),
-                           backend, confirm, budget, budget_ms, baseline.median_ms, say)
-    measure = meter.measure
+    # 5 interleaved rounds of short blocks: as many runs as a quarter of --repeat per block keeps
+    # the final check a few seconds on ResNet-50 while every model sees every machine state
+    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
+                           use_cache=False, **(backend_options or {}))
+    build = lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))  # noqa: E731
+    # no margin when the original already meets the budget: then there is nothing to prune
+    aim_ms = budget_ms if budget_ms >= baseline.median_ms else budget_ms * (1.0 - margin)
+    attempts: list[dict[str, float]] = []
+    confirmations: list[dict[str, float]] = []
+    for attempt in range(1, FINAL_ATTEMPTS + 1):
+        meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
+        t0 = time.perf_counter()
+        result = _search(search, analysis, scores, cost, channels, meter, aim_ms, baseline.median_ms, align, edges,
+                         not global_scale(crit), say)
+        phases["search"] = phases.get("search", 0.0) + time.perf_counter() - t0
+        confirmations += meter.confirmations
+        plan = PruningPlan(analysis, np.flatnonzero(~result.keep))
+        if not result.reached:
+            break
 
-    t0 = time.perf_counter()
-    if budget_ms >= baseline.median_ms:
-        say("the baseline already meets the budget: nothing to prune")
-        from hwprune_fx.search.opti_cut import SearchResult, SearchStep
+        t0 = time.perf_counter()
+        merges = applicable_merges(plan, getattr(crit, "twins", {}))
+        pruned = materialize_merged(loaded.original, plan, merges) if not plan.is_empty else loaded.original
+        res = merge_oracle(loaded.original, pruned, plan.removed_channels, merges, random_inputs(loaded.original))
+        if not res.exact:
+            raise RewriteError(f"the pruned network does not match the oracle ({res.max_rel_error:.3g})")
+        phases["rewrite_and_oracle"] = phases.get("rewrite_and_oracle", 0.0) + time.perf_counter() - t0
 
-        result = SearchResult(np.ones(analysis.num_units, bool), True, baseline.median_ms,
-                              [SearchStep(0, 0, baseline.median_ms, baseline.median_ms)])
-    elif search == "hilp":
-        result = hilp_search(analysis, scores, cost, measure, budget_ms, baseline.median_ms, align=align,
-                             edges=edges, progress=say, measure_many=meter.measure_many)
-    elif search == "uniform":
-        result = uniform_search(analysis, scores, measure, budget_ms, baseline.median_ms, progress=say)
-    else:
-        result = opti_cut(analysis, scores, cost, channels, measure, budget_ms, baseline.median_ms,
-                          align=align, progress=say)
-    phases["search"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
+        final_budget_ms = budget.target_ms(base_again.median_ms)
+        phases["final_measurement"] = phases.get("final_measurement", 0.0) + time.perf_counter() - t0
+        attempts.append({"aim_ms": aim_ms, "final_ms": final.median_ms, "final_budget_ms": final_budget_ms})
+        if final.median_ms <= final_budget_ms or attempt == FINAL_ATTEMPTS:
+            break
+        # the search's confirmation passed but the final check did not: the machine's state
+        # moved between them. Aim lower by the measured overshoot (and the margin) and search again.
+        aim_ms *= final_budget_ms / final.median_ms * (1.0 - max(margin, 0.01))
+        say(f"final check {final.median_ms:.3f} ms is over the budget {final_budget_ms:.3f} ms: searching again "
+            f"aiming at {aim_ms:.3f} ms (attempt {attempt + 1}/{FINAL_ATTEMPTS})")
 
-    plan = PruningPlan(analysis, np.flatnonzero(~result.keep))
     history = [{"step": h.step, "removed_units": h.removed_units, "predicted_ms": h.predicted_ms,
                 "measured_ms": h.measured_ms} for h in result.history]
     if not result.reached and not best_effort:
@@ -142,23 +167,19 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
             f"budget {budget_ms:.3f} ms not reachable with search {search}: best measured latency "
             f"{result.measured_ms:.3f} ms (baseline {baseline.median_ms:.3f} ms); use --best-effort to "
             f"write that network anyway", result.measured_ms)
-
-    t0 = time.perf_counter()
-    merges = applicable_merges(plan, getattr(crit, "twins", {}))
-    pruned = materialize_merged(loaded.original, plan, merges) if not plan.is_empty else loaded.original
-    res = merge_oracle(loaded.original, pruned, plan.removed_channels, merges, random_inputs(loaded.original))
-    if not res.exact:
-        raise RewriteError(f"the pruned network does not match the oracle ({res.max_rel_error:.3g})")
-    phases["rewrite_and_oracle"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    # 5 interleaved rounds of short blocks: as many runs as a quarter of --repeat per block keeps
-    # the final check a few seconds on ResNet-50 while every model sees every machine state
-    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
-                           use_cache=False, **(backend_options or {}))
-    base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
-    final_budget_ms = budget.target_ms(base_again.median_ms)
-    phases["final_measurement"] = time.perf_counter() - t0
+    if not result.reached:  # best effort: the best network found, checked and measured like any other
+        merges = applicable_merges(plan, getattr(crit, "twins", {}))
+        pruned = materialize_merged(loaded.original, plan, merges) if not plan.is_empty else loaded.original
+        res = merge_oracle(loaded.original, pruned, plan.removed_channels, merges, random_inputs(loaded.original))
+        if not res.exact:
+            raise RewriteError(f"the pruned network does not match the oracle ({res.max_rel_error:.3g})")
+        base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
+        final_budget_ms = budget.target_ms(base_again.median_ms)
+    if final.median_ms > final_budget_ms and not best_effort:
+        raise UnreachableBudget(
+            f"the final measurement, {final.median_ms:.3f} ms beside the original at {base_again.median_ms:.3f} ms, "
+            f"is over the budget {final_budget_ms:.3f} ms after {len(attempts)} searches (this machine's timings "
+            f"are moving): rerun, raise --margin, or use --best-effort to write it anyway", final.median_ms)
     pruned_cg = onnx_to_channel_graph(gs.import_onnx(pruned))
     report = {
         "input": loaded.path, "target": target, "settings": backend.settings(), "search": search,
@@ -170,7 +191,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "baseline": baseline.to_dict(), "baseline_fresh": base_again.to_dict(), "final": final.to_dict(),
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
-        "confirmations": meter.confirmations, "merged_channels": len(merges),
+        "margin": margin, "aim_ms": aim_ms, "attempts": attempts, "scores_normalized_per_group": not global_scale(crit),
+        "confirmations": confirmations, "merged_channels": len(merges),
         "merges": [m._asdict() for m in merges],
         "steps": history, "params_before": count_params(loaded.channel_graph), "params_after": count_params(pruned_cg),
         "macs_before": count_macs(loaded.channel_graph), "macs_after": count_macs(pruned_cg),
@@ -181,4 +203,24 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     if calib_entry:
         report["calibration"] = calib_entry
     return {"model": pruned, "plan": plan, "report": report}
+
+
+def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float, baseline_ms: float,
+            align, edges, normalize: bool, say: Callable[[str], None]):
+    """One run of the chosen search towards ``aim_ms``; candidates timed by ``meter``."""
+    from hwprune_fx.search.hilp import hilp_search
+    from hwprune_fx.search.opti_cut import SearchResult, SearchStep, opti_cut
+    from hwprune_fx.search.uniform import uniform_search
+
+    if aim_ms >= baseline_ms:
+        say("the baseline already meets the budget: nothing to prune")
+        return SearchResult(np.ones(analysis.num_units, bool), True, baseline_ms,
+                            [SearchStep(0, 0, baseline_ms, baseline_ms)])
+    if search == "hilp":
+        return hilp_search(analysis, scores, cost, meter.measure, aim_ms, baseline_ms, align=align, edges=edges,
+                           progress=say, measure_many=meter.measure_many, normalize=normalize)
+    if search == "uniform":
+        return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, progress=say)
+    return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
+                    normalize=normalize, probe=meter.probe)
 

@@ -1,6 +1,7 @@
 """``prune --budget``: the budget is met as measured, or the tool says it cannot be."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -30,6 +31,10 @@ def test_budget_is_met_as_measured_and_reported(r18: Path, tmp_path: Path, searc
     # the search stops on a measurement at or under the budget, and that measurement is in its steps
     assert report["search_reached"] and report["search_measured_ms"] <= report["budget_ms"]
     assert report["search_measured_ms"] in [s["measured_ms"] for s in report["steps"]]
+    # it aims 3% under the budget (the default margin), and the final check met the budget itself
+    assert report["attempts"][0]["aim_ms"] == pytest.approx(0.97 * report["budget_ms"])
+    assert report["search_measured_ms"] <= report["aim_ms"] and report["reached"]
+    assert report["final"]["median_ms"] <= report["final_budget_ms"]
     assert report["oracle"]["max_rel_error"] < 1e-3
     assert report["macs_after"] < report["macs_before"]
     assert report["removed_channels"] and out.exists()
@@ -59,3 +64,48 @@ def test_malformed_budget_is_a_usage_error(r18: Path, tmp_path: Path, budget: st
 def test_budget_and_ratio_are_exclusive(r18: Path, tmp_path: Path) -> None:
     res = run_cli("prune", str(r18), "--budget", "50%", "--ratio", "0.3", "-o", str(tmp_path / "p.onnx"))
     assert res.returncode == 2 and "exactly one" in res.stderr
+
+
+def _final_check_slowed(monkeypatch, times: int) -> list[int]:
+    """Make the first ``times`` final checks (5 rounds) see the pruned network as slow as the original."""
+    from hwprune_fx.targets import side_by_side
+
+    real, calls = side_by_side.measure_side_by_side, []
+
+    def fake(backend, models, rounds=5, feeds=None):
+        out = real(backend, models, rounds, feeds)
+        if rounds == 5 and len(calls) < times:
+            calls.append(1)
+            out[1] = dataclasses.replace(out[1], median_ms=out[0].median_ms)
+        return out
+    monkeypatch.setattr(side_by_side, "measure_side_by_side", fake)
+    return calls
+
+
+def test_a_final_check_over_budget_searches_again_aiming_lower(r18: Path, tmp_path: Path, monkeypatch) -> None:
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    calls = _final_check_slowed(monkeypatch, 1)
+    out = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)
+    rep = out["report"]
+    assert calls == [1] and len(rep["attempts"]) == 2
+    first, second = rep["attempts"]
+    assert first["final_ms"] > first["final_budget_ms"]          # the slowed check
+    assert second["aim_ms"] < first["aim_ms"]                     # aimed lower by the overshoot
+    assert rep["reached"] and rep["final"]["median_ms"] <= rep["final_budget_ms"]
+
+
+def test_a_final_check_that_never_passes_is_an_unreachable_budget(r18: Path, tmp_path: Path, monkeypatch) -> None:
+    from hwprune_fx.prune_budget import FINAL_ATTEMPTS, UnreachableBudget, prune_to_budget
+
+    _final_check_slowed(monkeypatch, 99)
+    with pytest.raises(UnreachableBudget, match="final measurement"):
+        prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)
+    rep = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path, best_effort=True)["report"]
+    assert len(rep["attempts"]) == FINAL_ATTEMPTS and not rep["reached"]
+
+
+@pytest.mark.parametrize("margin", ["50%", "-1%", "lots"])
+def test_bad_margin_is_a_usage_error(r18: Path, tmp_path: Path, margin: str) -> None:
+    res = run_cli("prune", str(r18), "--budget", "50%", "--margin", margin, "-o", str(tmp_path / "p.onnx"))
+    assert res.returncode == 2 and "--margin" in res.stderr and "Traceback" not in res.stderr

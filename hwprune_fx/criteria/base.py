@@ -9,11 +9,17 @@ from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.errors import UserError
 
 __all__ = ["Criterion", "register_criterion", "create_criterion", "available_criteria", "accumulate",
-           "needs_data", "require_data"]
+           "needs_data", "require_data", "global_scale"]
 
 
 class Criterion(Protocol):
-    """``needs_data = True`` on a class marks a criterion that runs calibration data through the model."""
+    """``needs_data = True`` on a class marks a criterion that runs calibration data through the model.
+
+    ``global_scale = True`` marks scores on one scale across groups (a change of the loss or of
+    the output distribution): the searches compare them as they are. Other scores (weight norms,
+    BN scales, activation energy) depend on each layer's scale, so the searches divide them by
+    their group's mean first.
+    """
 
     name: str
 
@@ -51,6 +57,11 @@ def needs_data(name: str) -> bool:
     """Whether criterion ``name`` needs the model and calibration data (``taylor``, ``ig``)."""
     _check_known(name)
     return bool(getattr(_REGISTRY[name], "needs_data", False))
+
+
+def global_scale(criterion: object) -> bool:
+    """Whether ``criterion``'s scores compare across groups as they are (see :class:`Criterion`)."""
+    return bool(getattr(criterion, "global_scale", False))
 
 
 def require_data(name: str, calib: object) -> None:

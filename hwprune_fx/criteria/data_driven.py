@@ -67,6 +67,7 @@ class DataCriterion:
 
     name = ""
     needs_data = True
+    global_scale = True   # a change of the loss (taylor) or of the output distribution (ig)
 
     def __init__(self, model: Any = None, calib: CalibrationData | None = None, *,
                  progress: Callable[[str], None] | None = None) -> None:

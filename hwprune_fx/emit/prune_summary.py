@@ -37,6 +37,12 @@ def budget_summary(report: dict[str, Any]) -> str:
     lines = [format_table(["", "before", "after", "after/before"], rows),
              f"budget {report['budget']} = {report['budget_ms']:.3f} ms on {report['target']}: "
              f"{'met' if report['reached'] else 'NOT met'} ({100.0 * report['budget_used']:.1f}% of budget used, "
-             f"speed-up {report['speedup']:.2f}x; search {report['search']}, {len(report['steps'])} steps)",
+             f"speed-up {report['speedup']:.2f}x; search {report['search']}, {len(report['steps'])} steps, "
+             f"aimed at {report['aim_ms']:.3f} ms{_attempts(report)})",
              prune_summary({**report, "prunable_groups": len(report["group_sizes"])})]
     return "\n".join(lines)
+
+
+def _attempts(report: dict[str, Any]) -> str:
+    n = len(report.get("attempts") or [])
+    return f", {n} searches: the final check missed before" if n > 1 else ""

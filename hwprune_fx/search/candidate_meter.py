@@ -30,7 +30,8 @@ def in_baseline_terms(budget: Budget, candidate_ms: float, baseline_now_ms: floa
 
 @dataclass
 class CandidateMeter:
-    """``measure(keep)`` for Opti-Cut/uniform, ``measure_many(keeps)`` for HILP's steps."""
+    """``measure(keep)`` for Opti-Cut/uniform, ``measure_many(keeps)`` for HILP's steps, ``probe(keep)``
+    for Opti-Cut's give-back bisection (confirmed once it settles)."""
 
     original: onnx.ModelProto
     build: Callable[[np.ndarray], onnx.ModelProto]   # keep mask -> pruned network
@@ -46,6 +47,11 @@ class CandidateMeter:
         candidate = self.build(keep)
         ms = self.backend.measure(candidate).median_ms   # may come from the cache, i.e. another session
         return ms if ms > self.budget_ms else self._confirm(candidate, ms)
+
+    def probe(self, keep: np.ndarray) -> float:
+        """The plain (cacheable) measurement, never confirmed: for a search's intermediate probes
+        whose outcome is confirmed with :meth:`measure` before it is accepted."""
+        return self.backend.measure(self.build(keep)).median_ms
 
     def measure_many(self, keeps: list[np.ndarray]) -> list[float]:
         """Candidates of one step timed beside the original in interleaved rounds; one that seems

@@ -15,7 +15,7 @@ import numpy as np
 
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel
-from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_order
+from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_norms, group_order
 from hwprune_fx.search.staircase import align_of
 
 __all__ = ["hilp_search"]
@@ -26,7 +26,8 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                 align: int | Mapping[int, int] = 8, candidates: int = 3, max_steps: int = 200,
                 progress: Callable[[str], None] | None = None,
                 edges: Mapping[int, list[int]] | None = None,
-                measure_many: Callable[[list[np.ndarray]], list[float]] | None = None) -> SearchResult:
+                measure_many: Callable[[list[np.ndarray]], list[float]] | None = None,
+                normalize: bool = True) -> SearchResult:
     """Layer-wise measured steps until the measured latency is within ``budget_ms``.
 
     Args:
@@ -37,10 +38,11 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
         measure_many: times a step's candidates together (side by side with the original, in
             interleaved rounds) so that machine drift cannot pick the winner; by default each
             candidate is one ``measure`` call.
+        normalize: divide each group's scores by their mean (see ``opti_cut``).
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
-    norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
+    norm = group_norms(order, scores, normalize)
     removed = dict.fromkeys(order, 0)
     current = baseline_ms
     history = [SearchStep(0, 0, baseline_ms, baseline_ms)]

@@ -18,7 +18,7 @@ from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel, LayerChannels
 from hwprune_fx.search.staircase import align_of
 
-__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order"]
+__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms"]
 
 
 @dataclass(frozen=True)
@@ -42,21 +42,36 @@ def group_order(analysis: DependencyAnalysis, scores: np.ndarray) -> dict[int, n
     return {g.id: g.units[np.argsort(scores[g.units], kind="stable")] for g in analysis.prunable_groups()}
 
 
+def group_norms(order: Mapping[int, np.ndarray], scores: np.ndarray, normalize: bool) -> dict[int, float]:
+    """What each group's scores are divided by before groups are compared: their mean when the
+    criterion's scale differs per layer (``normalize``), else 1."""
+    if not normalize:
+        return dict.fromkeys(order, 1.0)
+    return {g: float(scores[u].mean()) if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
+
+
 def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
              measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
              align: int | Mapping[int, int] = 8, measure_every: int = 0,
-             progress: Callable[[str], None] | None = None, fill: float = 0.95) -> SearchResult:
+             progress: Callable[[str], None] | None = None, fill: float = 0.95,
+             normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
     A first measurement under ``fill * budget_ms`` means the cheap model overshot: the last
-    chunks are given back (bisected, measured) while the budget still holds.
+    chunks are given back (bisected, measured) while the budget still holds. The bisection's
+    probes use ``probe`` (a cheaper measurement, e.g. one that may come from a cache; default
+    ``measure``) and only the network it settles on is measured with ``measure``; if that one
+    misses, the first network measured within the budget stands.
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
     the mapping uses 8). A chunk takes the group down to the next multiple of its own.
+
+    ``normalize``: divide each group's scores by their mean (for criteria whose scale differs
+    per layer; see :func:`hwprune_fx.criteria.global_scale`).
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
-    norm = {g: scores[u].mean() if scores[u].mean() > 0 else 1.0 for g, u in order.items()}
+    norm = group_norms(order, scores, normalize)
     removed = dict.fromkeys(order, 0)
     layers_of = {g: set(channels.touched(order[g])) for g in order}
     neighbours = {g: [h for h in order if layers_of[g] & layers_of[h]] for g in order}
@@ -95,8 +110,8 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             last_measured = measured
             if measured <= budget_ms:
                 if measured < fill * budget_ms and len(taken) - above > 1:
-                    keep, measured = _give_back(keep, measured, taken, above, measure, budget_ms, fill, history,
-                                                progress)
+                    keep, measured = _give_back(keep, measured, taken, above, probe or measure, measure, budget_ms,
+                                                fill, history, progress)
                 return SearchResult(keep, True, measured, history)
             above = len(taken)
             calib *= measured / max(predicted, 1e-12)
@@ -121,12 +136,13 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
 
 
 def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above: int,
-               measure: Callable[[np.ndarray], float], budget_ms: float, fill: float,
-               history: list[SearchStep], progress: Callable[[str], None] | None,
+               probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
+               fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
                max_probes: int = 6) -> tuple[np.ndarray, float]:
     """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
     that still meet it, so the network is not pruned further than the budget asks."""
     lo, hi, best = above, len(taken), (keep, measured)
+    measure_final = probe is not measure
     for _ in range(max_probes):
         if hi - lo <= 1 or best[1] >= fill * budget_ms:
             break
@@ -134,7 +150,7 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
         trial = keep.copy()
         for c in taken[mid:]:
             trial[c] = True
-        ms = measure(trial)
+        ms = probe(trial)
         history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
         if progress:
             progress(f"give back: the last {len(taken) - mid} chunks kept, measured {ms:.3f} ms "
@@ -143,4 +159,10 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
             hi, best = mid, (trial, ms)
         else:
             lo = mid
+    if measure_final and best[0] is not keep:
+        ms = measure(best[0])
+        history.append(SearchStep(history[-1].step, int((~best[0]).sum()), float("nan"), ms))
+        if progress:
+            progress(f"give back: settled network measured {ms:.3f} ms (budget {budget_ms:.3f} ms)")
+        return (best[0], ms) if ms <= budget_ms else (keep, measured)
     return best
