@@ -245,7 +245,8 @@ def test_hilp_cuts_to_the_next_staircase_edge(tmp_path: Path) -> None:
         return float(keep.sum())
 
     base = float(analysis.num_units)
-    res = hilp_search(analysis, scores, _CountCost(), measure, 1.0, base, align=8, edges=edges, max_steps=4)
+    res = hilp_search(analysis, scores, _CountCost(), measure, 1.0, base, align=8, edges=edges, max_steps=4,
+                      step_fraction=0)
     kept_a = {a for a, _ in seen}
     kept_b = {b for _, b in seen}
     # edges first, then multiples of 8 below the last edge (one channel at a time below 8)
@@ -336,3 +337,26 @@ def test_opti_cut_gives_back_over_cut_chunks_and_confirms_what_it_settles_on(tmp
     assert truth(flattered.keep) <= budget
     assert flattered.measured_ms == truth(flattered.keep)
     assert np.array_equal(flattered.keep, first.keep) or truth(flattered.keep) > truth(first.keep)
+
+
+def test_hilp_steps_past_several_edges_far_from_the_budget_and_one_edge_near_it(tmp_path: Path) -> None:
+    _, analysis, _ = _setup(_net(tmp_path, 64, 64))
+    units = {g.id: g.units for g in analysis.prunable_groups()}
+    scores = np.random.default_rng(1).random(analysis.num_units)
+    base = float(analysis.num_units)
+    budget = base - 72
+    seen: list[dict[int, int]] = []
+
+    def measure(keep: np.ndarray) -> float:
+        seen.append({g: int(keep[u].sum()) for g, u in units.items()})
+        return float(keep.sum())
+
+    one_edge = hilp_search(analysis, scores, _CountCost(), measure, budget, base, align=8, step_fraction=0)
+    stepped = hilp_search(analysis, scores, _CountCost(), measure, budget, base, align=8)
+    assert one_edge.reached and stepped.reached and measure(stepped.keep) <= budget
+    assert len(stepped.history) < len(one_edge.history)
+    # every kept count is still on an edge (a multiple of 8 here), and the last step (near the
+    # budget) cut at most one edge: at most 8 channels
+    assert all(n % 8 == 0 for kept in seen for n in kept.values())
+    removed_last = int((~stepped.keep).sum()) - stepped.history[-2].removed_units
+    assert 0 < removed_last <= 8

@@ -27,7 +27,7 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                 progress: Callable[[str], None] | None = None,
                 edges: Mapping[int, list[int]] | None = None,
                 measure_many: Callable[[list[np.ndarray]], list[float]] | None = None,
-                normalize: bool = True) -> SearchResult:
+                normalize: bool = True, step_fraction: float = 0.25) -> SearchResult:
     """Layer-wise measured steps until the measured latency is within ``budget_ms``.
 
     Args:
@@ -39,6 +39,11 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
             interleaved rounds) so that machine drift cannot pick the winner; by default each
             candidate is one ``measure`` call.
         normalize: divide each group's scores by their mean (see ``opti_cut``).
+        step_fraction: far from the budget a step may cut past several edges of a group: it
+            goes edge by edge until the estimated saving reaches this fraction of the distance
+            still to go (0: one edge per step). Near the budget that is one edge, as HILP's
+            progressive steps are; far from it, a deep network needs tens of measured steps
+            instead of hundreds.
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
@@ -47,17 +52,30 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
     current = baseline_ms
     history = [SearchStep(0, 0, baseline_ms, baseline_ms)]
 
-    def cut(g: int) -> np.ndarray:
-        width = order[g].size - removed[g]
+    def next_edge(g: int, width: int) -> int:
         below = [e for e in (edges or {}).get(g, ()) if 1 <= e < width]
         a = align_of(align, g)
-        edge = max(below) if below else ((width - 1) // a) * a if width > a else width - 1
-        return order[g][removed[g]: removed[g] + max(0, width - max(edge, 1))]
+        return max(max(below) if below else ((width - 1) // a) * a if width > a else width - 1, 1)
+
+    def cut(g: int, want_ms: float) -> np.ndarray:
+        """Units of group ``g`` down to its next edge, and on edge by edge while the estimated
+        saving is under ``want_ms``."""
+        full = width = order[g].size - removed[g]
+        while True:
+            edge = next_edge(g, width)
+            if edge >= width:
+                break
+            width = edge
+            c = order[g][removed[g]: removed[g] + full - width]
+            if want_ms <= 0 or width <= 1 or -cost.delta(keep, c) >= want_ms:
+                break
+        return order[g][removed[g]: removed[g] + full - width]
 
     for step in range(1, max_steps + 1):
         options = []
+        want_ms = step_fraction * (current - budget_ms)
         for g in order:
-            c = cut(g)
+            c = cut(g, want_ms)
             if c.size == 0:
                 continue
             est = -cost.delta(keep, c)
