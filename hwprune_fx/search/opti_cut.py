@@ -138,13 +138,18 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
 def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above: int,
                probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
                fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
-               max_probes: int = 6) -> tuple[np.ndarray, float]:
+               max_probes: int = 6, max_confirms: int = 2) -> tuple[np.ndarray, float]:
     """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
-    that still meet it, so the network is not pruned further than the budget asks."""
-    lo, hi, best = above, len(taken), (keep, measured)
-    measure_final = probe is not measure
+    that still meet it, so the network is not pruned further than the budget asks.
+
+    With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
+    from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,
+    else the network the search first measured within the budget.
+    """
+    lo, hi = above, len(taken)
+    passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
     for _ in range(max_probes):
-        if hi - lo <= 1 or best[1] >= fill * budget_ms:
+        if hi - lo <= 1 or (passed and passed[-1][1] >= fill * budget_ms):
             break
         mid = (lo + hi) // 2
         trial = keep.copy()
@@ -156,13 +161,18 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
             progress(f"give back: the last {len(taken) - mid} chunks kept, measured {ms:.3f} ms "
                      f"(budget {budget_ms:.3f} ms)")
         if ms <= budget_ms:
-            hi, best = mid, (trial, ms)
+            hi = mid
+            passed.append((trial, ms))
         else:
             lo = mid
-    if measure_final and best[0] is not keep:
-        ms = measure(best[0])
-        history.append(SearchStep(history[-1].step, int((~best[0]).sum()), float("nan"), ms))
+    if probe is measure:
+        return passed[-1] if passed else (keep, measured)
+    for trial, _ in reversed(passed[-max_confirms:]):
+        ms = measure(trial)
+        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
         if progress:
-            progress(f"give back: settled network measured {ms:.3f} ms (budget {budget_ms:.3f} ms)")
-        return (best[0], ms) if ms <= budget_ms else (keep, measured)
-    return best
+            progress(f"give back: {int((~trial).sum())} channels removed, confirmed at {ms:.3f} ms "
+                     f"(budget {budget_ms:.3f} ms)")
+        if ms <= budget_ms:
+            return trial, ms
+    return keep, measured
