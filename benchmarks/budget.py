@@ -17,6 +17,8 @@ from pathlib import Path
 
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
+SEARCH_ORDER = ["opti-cut", "hilp", "flops", "uniform"]
+
 REMEASURE = """
 import json, sys, onnx
 from hwprune_fx.targets import TimingConfig, create_backend
@@ -111,6 +113,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
     """budget.json + budget.md from the rows so far (called after every row: a long run killed
     half-way still leaves its table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = sorted(rows, key=lambda r: (r["model"], -float(r["budget"].rstrip("%")),
+                                       SEARCH_ORDER.index(r["search"]) if r["search"] in SEARCH_ORDER else 9))
     hits = sum(1 for r in rows if r["met"])
     over_used = [r for r in rows if "used" in r]
     summary = {"hits": hits, "rows": len(rows), "end_to_end": e2e,
@@ -138,7 +142,32 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                       f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} | {r.get('searches', 1)} |")
         else:
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | |")
+    md += ["", *hardware_awareness(rows)]
     (out_dir / "budget.md").write_text("\n".join(md) + "\n")
+
+
+def hardware_awareness(rows: list[dict]) -> list[str]:
+    """Per search, how much slower its networks run than their MACs suggest: the latency share
+    (final / baseline) over the MACs share (after / before). 1.0 = latency falls with MACs;
+    above 1 = the cut removed MACs that did not cost time."""
+    done = [r for r in rows if "final_ms" in r]
+    md = ["## What measuring buys: latency share / MACs share", "",
+          "Per row, (final / baseline latency) / (MACs after / before): 1.0 means latency fell as much "
+          "as MACs did; 2.0 means the network runs twice as slow as its MACs suggest. At the same "
+          "measured latency, a lower value means more of the network (MACs) was kept for it.", "",
+          "| model | budget | " + " | ".join(SEARCH_ORDER) + " |", "|---|---|" + "---|" * len(SEARCH_ORDER)]
+    for model in dict.fromkeys(r["model"] for r in done):
+        for budget in dict.fromkeys(r["budget"] for r in done if r["model"] == model):
+            cells = []
+            for search in SEARCH_ORDER:
+                hit = [r for r in done if (r["model"], r["budget"], r["search"]) == (model, budget, search)]
+                cells.append(f"{r_share(hit[0]):.2f} (MACs {hit[0]['macs_ratio']:.2f})" if hit else "-")
+            md.append(f"| {model} | {budget} | " + " | ".join(cells) + " |")
+    return md
+
+
+def r_share(row: dict) -> float:
+    return (row["final_ms"] / row["baseline_ms"]) / row["macs_ratio"]
 
 
 if __name__ == "__main__":
