@@ -47,10 +47,11 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                     calib: CalibInput = None, margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
     """Returns ``{"model": pruned ModelProto, "plan": PruningPlan, "report": {...}}``.
 
-    The search aims ``margin`` (a fraction) under the budget: a network confirmed within the
-    budget in this process measured up to 4% slower, relative to the original, in a fresh one
-    here (benchmarks/results/budget.md). If the final check in this process still misses, the
-    search runs again aiming lower (at most ``FINAL_ATTEMPTS`` searches).
+    The search aims ``margin`` (a fraction) under the budget: one network's latency relative to
+    the original differs by a few percent from one process to the next (the in-process and
+    fresh-process columns of benchmarks/results/budget.json). If the final check in this
+    process still misses, the search runs again aiming lower (at most ``FINAL_ATTEMPTS``
+    searches), then raises :class:`UnreachableBudget` unless ``best_effort``.
 
     ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
     :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
@@ -124,6 +125,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
                            use_cache=False, **(backend_options or {}))
     build = lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))  # noqa: E731
+
     def rewrite_checked(plan: PruningPlan):
         """The pruned (and merged) network, checked by its oracle before anything measures it."""
         t0 = time.perf_counter()
@@ -194,7 +196,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "baseline": baseline.to_dict(), "baseline_fresh": base_again.to_dict(), "final": final.to_dict(),
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
-        "margin": margin, "aim_ms": aim_ms, "attempts": attempts, "scores_normalized_per_group": not global_scale(crit),
+        "margin": margin, "aim_ms": aim_ms, "attempts": attempts,
+        "scores_normalized_per_group": not global_scale(crit),
         "confirmations": confirmations, "merged_channels": len(merges),
         "merges": [m._asdict() for m in merges],
         "steps": history, "params_before": count_params(loaded.channel_graph), "params_after": count_params(pruned_cg),

@@ -60,8 +60,8 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     A first measurement under ``fill * budget_ms`` means the cheap model overshot: the last
     chunks are given back (bisected, measured) while the budget still holds. The bisection's
     probes use ``probe`` (a cheaper measurement, e.g. one that may come from a cache; default
-    ``measure``) and only the network it settles on is measured with ``measure``; if that one
-    misses, the first network measured within the budget stands.
+    ``measure``); only probes that met the budget are measured with ``measure``, least pruned
+    first, and if none holds, the first network measured within the budget stands.
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
     the mapping uses 8). A chunk takes the group down to the next multiple of its own.
@@ -145,8 +145,8 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
     With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
     from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,
     else the network the search first measured within the budget. (Bisecting on after a failed
-    confirmation filled the budget no better on MobileNetV2 and cost ResNet-50 a warm run of
-    38.7 s instead of 16.2 s: each new probe is an uncached measurement.)
+    confirmation was tried: it filled budgets no better and every new probe is an uncached
+    measurement, which doubled a warm ResNet-50 run.)
     """
     lo, hi = above, len(taken)
     passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
