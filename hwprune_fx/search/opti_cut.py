@@ -148,6 +148,13 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
     confirmation was tried: it filled budgets no better and every new probe is an uncached
     measurement, which doubled a warm ResNet-50 run.)
     """
+    def timed(how: Callable[[np.ndarray], float], trial: np.ndarray, what: str) -> float:
+        ms = how(trial)
+        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
+        if progress:
+            progress(f"give back: {what} {ms:.3f} ms (budget {budget_ms:.3f} ms)")
+        return ms
+
     lo, hi = above, len(taken)
     passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
     for _ in range(max_probes):
@@ -157,11 +164,7 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
         trial = keep.copy()
         for c in taken[mid:]:
             trial[c] = True
-        ms = probe(trial)
-        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
-        if progress:
-            progress(f"give back: the last {len(taken) - mid} chunks kept, measured {ms:.3f} ms "
-                     f"(budget {budget_ms:.3f} ms)")
+        ms = timed(probe, trial, f"the last {len(taken) - mid} chunks kept, measured")
         if ms <= budget_ms:
             hi = mid
             passed.append((trial, ms))
@@ -170,11 +173,7 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
     if probe is measure:
         return passed[-1] if passed else (keep, measured)
     for trial, _ in reversed(passed[-max_confirms:]):
-        ms = measure(trial)
-        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
-        if progress:
-            progress(f"give back: {int((~trial).sum())} channels removed, confirmed at {ms:.3f} ms "
-                     f"(budget {budget_ms:.3f} ms)")
+        ms = timed(measure, trial, f"{int((~trial).sum())} channels removed, confirmed at")
         if ms <= budget_ms:
             return trial, ms
     return keep, measured
