@@ -44,17 +44,25 @@ class PruningPlan:
         return self.removed_units.size == 0
 
 
-def plan_by_ratio(analysis: DependencyAnalysis, scores: np.ndarray, ratio: float) -> PruningPlan:
+def plan_by_ratio(analysis: DependencyAnalysis, scores: np.ndarray, ratio: float, round_to: int = 1) -> PruningPlan:
     """Remove ``floor(ratio * size)`` least important units of every prunable group.
+
+    ``round_to`` (Torch-Pruning's option of that name): the kept count is rounded *up* to a
+    multiple of it, so fewer units go and the widths stay on the multiples that vectorised
+    kernels run fast at; a group smaller than ``round_to`` is left whole.
 
     At least one unit of each group stays, and no tensor is left without channels (a slice
     that only sees part of a group could otherwise lose all of its channels).
     """
     if not 0.0 < ratio < 1.0:
         raise UserError(f"--ratio must be strictly between 0 and 1, got {ratio}")
+    if round_to < 1:
+        raise UserError(f"round_to must be a positive channel count, got {round_to}")
     removed = np.zeros(analysis.num_units, dtype=bool)
     for grp in analysis.prunable_groups():
-        k = min(int(np.floor(ratio * grp.size)), grp.size - 1)
+        kept = grp.size - int(np.floor(ratio * grp.size))
+        kept = -(-kept // round_to) * round_to
+        k = min(grp.size - kept, grp.size - 1)
         if k <= 0:
             continue
         order = np.argsort(scores[grp.units], kind="stable")

@@ -360,3 +360,51 @@ def test_hilp_steps_past_several_edges_far_from_the_budget_and_one_edge_near_it(
     assert all(n % 8 == 0 for kept in seen for n in kept.values())
     removed_last = int((~stepped.keep).sum()) - stepped.history[-2].removed_units
     assert 0 < removed_last <= 8
+
+
+def test_ratio_plan_rounds_kept_widths_up_to_the_multiple(tmp_path: Path) -> None:
+    from hwprune_fx.plan import plan_by_ratio
+
+    _, analysis, _ = _setup(_net(tmp_path, 30, 20))
+    sizes = _sizes(analysis)
+    scores = np.random.default_rng(1).random(analysis.num_units)
+    for ratio in (0.1, 0.3, 0.5, 0.8):
+        plain, rounded = plan_by_ratio(analysis, scores, ratio), plan_by_ratio(analysis, scores, ratio, round_to=8)
+        plain_kept, kept = _after(plain), _after(rounded)
+        for g, size in sizes.items():
+            assert kept[g] % 8 == 0 or kept[g] == size          # a multiple, or left whole
+            assert plain_kept[g] <= kept[g] < plain_kept[g] + 8   # rounded up, never down
+            # the rounded plan removes a prefix of the plain plan's order: the least important go first
+            assert set(np.flatnonzero(~_keep(analysis, rounded))) <= set(np.flatnonzero(~_keep(analysis, plain)))
+    with pytest.raises(UserError):
+        plan_by_ratio(analysis, scores, 0.5, round_to=0)
+
+
+def _after(plan) -> dict[int, int]:
+    return {g["group"]: g["after"] for g in plan.group_sizes()}
+
+
+def _keep(analysis, plan) -> np.ndarray:
+    keep = np.ones(analysis.num_units, bool)
+    keep[plan.removed_units] = False
+    return keep
+
+
+def test_uniform_search_keeps_aligned_widths_and_times_each_network_once(tmp_path: Path) -> None:
+    from hwprune_fx.search.uniform import uniform_search
+
+    _, analysis, _ = _setup(_net(tmp_path, 30, 20))
+    scores = np.random.default_rng(2).random(analysis.num_units)
+    timed: list[bytes] = []
+
+    def measure(keep: np.ndarray) -> float:
+        timed.append(np.packbits(keep).tobytes())
+        for g in analysis.prunable_groups():
+            assert keep[g.units].sum() % 8 == 0 or keep[g.units].all()
+        return float(keep.sum())
+
+    base = float(analysis.num_units)
+    res = uniform_search(analysis, scores, measure, base - 12, base, round_to=8)
+    assert res.reached and res.measured_ms <= base - 12
+    assert len(timed) == len(set(timed))   # nearby ratios that round to one network: timed once
+    assert len(timed) < 8                  # ... so fewer timings than the 8 bisection steps
