@@ -13,7 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+
+import numpy as np
 
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
@@ -33,6 +36,20 @@ def remeasure(paths: list[Path], repeat: int, threads: int) -> list[float]:
     out = subprocess.run([sys.executable, "-c", REMEASURE.format(repeat=repeat, threads=threads), *map(str, paths)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def remeasure_in_processes(original: Path, pruned: Path, repeat: int, threads: int, processes: int) -> dict:
+    """(original, pruned) timed side by side in ``processes`` fresh processes, one after another.
+
+    One process's ratio differs from the next by a few percent here (its sessions' memory
+    layout), so a single process is a noisy judge of a network's latency; the row uses the
+    median ratio, and every process's pair is kept in the JSON.
+    """
+    pairs = [remeasure([original, pruned], repeat, threads) for _ in range(processes)]
+    ratios = sorted(f / b for b, f in pairs)
+    base_ms = float(np.median([b for b, _ in pairs]))
+    return {"baseline_ms": base_ms, "final_ms": base_ms * float(np.median(ratios)),
+            "fresh_processes": [{"baseline_ms": b, "final_ms": f} for b, f in pairs]}
 
 
 def end_to_end(name: str, budget: str, tmp: Path) -> dict:
@@ -63,6 +80,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="input side (default: the model's own)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--margin", type=float, default=0.03, help="how far under the budget the search aims")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="fresh processes that re-measure each result (the row takes their median ratio)")
     ap.add_argument("--e2e", default="resnet50", help="model for the cold/warm end-to-end CLI timing ('' = skip)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows (and end-to-end timing) of an earlier run in --out that this run does not redo")
@@ -91,10 +110,11 @@ def main() -> None:
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin)
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
-                        base_ms, final_ms = remeasure([src, out], args.repeat, args.threads)
+                        fresh = remeasure_in_processes(src, out, args.repeat, args.threads, args.processes)
+                        base_ms, final_ms = fresh["baseline_ms"], fresh["final_ms"]
                         rep = res["report"]
                         target = base_ms * float(budget) / 100
-                        row.update({"baseline_ms": base_ms, "final_ms": final_ms, "budget_ms": target,
+                        row.update({**fresh, "budget_ms": target,
                                     "met": final_ms <= target, "used": final_ms / target,
                                     "macs_ratio": rep["macs_after"] / rep["macs_before"],
                                     "params_ratio": rep["params_after"] / rep["params_before"],
@@ -122,11 +142,15 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                "rows_using_90pct_or_more": sum(1 for r in over_used if r["used"] >= 0.9)}
     (out_dir / "budget.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     margins = " or ".join(sorted({f"{100 * r.get('margin', 0.0):.0f}%" for r in rows}))
+    counts = Counter(len(r.get("fresh_processes", [None])) for r in rows if "final_ms" in r)
+    processes = ", ".join(f"{n} per row in {k} rows" for n, k in sorted(counts.items(), reverse=True))
     md = [f"# Budget table (ort-cpu, {threads} thread): {hits}/{len(rows)} rows within budget, "
           f"worst overshoot {summary['worst_overshoot_pct']:.1f}%, {summary['rows_using_90pct_or_more']} rows "
           f"use >= 90% of the budget", "",
-          "Final latency: the pruned and the original network timed again in a fresh process, in "
-          "interleaved rounds; the budget is that fresh baseline x the percentage. The searches aim "
+          "Final latency: the pruned and the original network timed again side by side (interleaved "
+          f"rounds) in fresh processes, one after another: {processes}; the row takes the median "
+          "baseline and the median final/baseline ratio, and the budget is that baseline x the percentage. "
+          "The searches aim "
           f"{margins} under the budget "
           "(`--margin`); `searches` counts the runs of the search (more than 1: the final check in the "
           "searching process missed, and it searched again aiming lower).", "",

@@ -339,6 +339,31 @@ def test_opti_cut_gives_back_over_cut_chunks_and_confirms_what_it_settles_on(tmp
     assert np.array_equal(flattered.keep, first.keep) or truth(flattered.keep) > truth(first.keep)
 
 
+def test_opti_cut_confirms_once_per_stop_and_cuts_on_when_the_confirmation_fails(tmp_path: Path) -> None:
+    _, analysis, channels = _setup(_net(tmp_path, 64, 64))
+    scores = np.random.default_rng(0).random(analysis.num_units)
+    base = float(analysis.num_units)
+    budget = base - 24
+    truth = lambda k: float(k.sum())  # noqa: E731
+    confirmed: list[float] = []
+
+    def measure(keep: np.ndarray) -> float:
+        confirmed.append(truth(keep))
+        return confirmed[-1]
+
+    # the cheap model over-cuts, the give-back settles: only the network it settles on is confirmed
+    res = opti_cut(analysis, scores, _HalfCost(), channels, measure, budget, base, align=8, probe=truth)
+    assert res.reached and confirmed == [truth(res.keep)] and 0.95 * budget <= confirmed[0] <= budget
+
+    # probes that flatter by 30, checked after every chunk, no give-back: each confirmation fails
+    # until the search has cut far enough for the real measurement
+    confirmed.clear()
+    res = opti_cut(analysis, scores, _CountCost(), channels, measure, budget, base, align=8, fill=0.0,
+                   measure_every=1, probe=lambda k: truth(k) - 30)
+    assert res.reached and res.measured_ms == truth(res.keep) <= budget
+    assert len(confirmed) >= 2 and all(c > budget for c in confirmed[:-1])
+
+
 def test_hilp_steps_past_several_edges_far_from_the_budget_and_one_edge_near_it(tmp_path: Path) -> None:
     _, analysis, _ = _setup(_net(tmp_path, 64, 64))
     units = {g.id: g.units for g in analysis.prunable_groups()}

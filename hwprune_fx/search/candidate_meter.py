@@ -16,6 +16,7 @@ import onnx
 
 from hwprune_fx.search.budget import Budget
 from hwprune_fx.targets.base import Backend
+from hwprune_fx.targets.measurement import Measurement
 from hwprune_fx.targets.side_by_side import measure_side_by_side
 
 __all__ = ["CandidateMeter", "in_baseline_terms"]
@@ -42,6 +43,8 @@ class CandidateMeter:
     baseline_ms: float
     say: Callable[[str], None] = lambda msg: None
     confirmations: list[dict[str, float]] = field(default_factory=list)
+    # the original's block timer on ``confirm``, made once and kept warm (shared across searches)
+    reference: Callable[[], Callable[[], Measurement]] | None = None
 
     def measure(self, keep: np.ndarray) -> float:
         candidate = self.build(keep)
@@ -57,12 +60,16 @@ class CandidateMeter:
         """Candidates of one step timed beside the original in interleaved rounds; one that seems
         to meet the budget is confirmed on its own before it can be accepted."""
         candidates = [self.build(k) for k in keeps]
-        base_now, *timed = measure_side_by_side(self.confirm, [self.original, *candidates], rounds=2)
+        base_now, *timed = self._beside_original(candidates, rounds=2)
         values = [in_baseline_terms(self.budget, m.median_ms, base_now.median_ms, self.baseline_ms) for m in timed]
         return [self._confirm(c, v) if v <= self.budget_ms else v for c, v in zip(candidates, values)]
 
+    def _beside_original(self, candidates: list[onnx.ModelProto], rounds: int) -> list[Measurement]:
+        warm = [self.reference()] if self.reference else []
+        return measure_side_by_side(self.confirm, [self.original, *candidates], rounds=rounds, warm=warm)
+
     def _confirm(self, candidate: onnx.ModelProto, ms: float) -> float:
-        base_now, cand_now = measure_side_by_side(self.confirm, [self.original, candidate], rounds=3)
+        base_now, cand_now = self._beside_original([candidate], rounds=3)
         # half the candidate's spread over rounds on top: accepted only when the budget holds
         # with the noise this machine shows right now, so a re-measurement does not tip it over
         upper_ms = cand_now.median_ms + 0.5 * cand_now.spread_ms

@@ -57,11 +57,13 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
              normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
-    A first measurement under ``fill * budget_ms`` means the cheap model overshot: the last
-    chunks are given back (bisected, measured) while the budget still holds. The bisection's
-    probes use ``probe`` (a cheaper measurement, e.g. one that may come from a cache; default
-    ``measure``); only probes that met the budget are measured with ``measure``, least pruned
-    first, and if none holds, the first network measured within the budget stands.
+    Whole-network checks use ``probe`` (a cheaper measurement, e.g. one that may come from a
+    cache; default ``measure``). A first check under ``fill * budget_ms`` means the cheap model
+    overshot: the last chunks are given back (bisected with probes) while the budget still
+    holds. Nothing is accepted before ``measure`` confirms it: the give-back's probes that met
+    the budget, least pruned first; if none holds, the network first found within the budget;
+    if that fails too, the search goes on cutting. (One confirmation per stop, not one for the
+    first network and more for the give-back: each is seconds of uncached timing.)
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
     the mapping uses 8). A chunk takes the group down to the next multiple of its own.
@@ -102,17 +104,27 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     while True:
         if predicted <= budget_ms or stalled or (measure_every and step and step % measure_every == 0):
             stalled = False
-            measured = measure(keep)
+            # the cheap (cacheable) number first; a network that seems to meet the budget is
+            # confirmed with ``measure`` only if the give-back does not settle on another one
+            measured = (probe or measure)(keep)
             history.append(SearchStep(step, int((~keep).sum()), predicted, measured))
             if progress:
                 progress(f"step {step}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "
                          f"(budget {budget_ms:.3f} ms)")
-            last_measured = measured
             if measured <= budget_ms:
                 if measured < fill * budget_ms and len(taken) - above > 1:
-                    keep, measured = _give_back(keep, measured, taken, above, probe or measure, measure, budget_ms,
-                                                fill, history, progress)
-                return SearchResult(keep, True, measured, history)
+                    settled = _give_back(keep, taken, above, probe or measure, measure, budget_ms, fill, history,
+                                         progress)
+                    if settled is not None:
+                        return SearchResult(settled[0], True, settled[1], history)
+                if probe is not None and probe is not measure:
+                    measured = measure(keep)
+                    history.append(SearchStep(step, int((~keep).sum()), predicted, measured))
+                    if progress:
+                        progress(f"step {step}: confirmed at {measured:.3f} ms (budget {budget_ms:.3f} ms)")
+                if measured <= budget_ms:
+                    return SearchResult(keep, True, measured, history)
+            last_measured = measured
             above = len(taken)
             calib *= measured / max(predicted, 1e-12)
             predicted = measured
@@ -135,18 +147,18 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             values[h] = value(h)
 
 
-def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above: int,
+def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
                probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
                fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
-               max_probes: int = 6, max_confirms: int = 2) -> tuple[np.ndarray, float]:
+               max_probes: int = 6, max_confirms: int = 2) -> tuple[np.ndarray, float] | None:
     """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
     that still meet it, so the network is not pruned further than the budget asks.
 
     With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
     from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,
-    else the network the search first measured within the budget. (Bisecting on after a failed
-    confirmation was tried: it filled budgets no better and every new probe is an uncached
-    measurement, which doubled a warm ResNet-50 run.)
+    else None (the caller confirms the network it first measured within the budget). Bisecting
+    on after a failed confirmation was tried: it filled budgets no better and every new probe
+    is an uncached measurement, which doubled a warm ResNet-50 run.
     """
     def timed(how: Callable[[np.ndarray], float], trial: np.ndarray, what: str) -> float:
         ms = how(trial)
@@ -171,9 +183,9 @@ def _give_back(keep: np.ndarray, measured: float, taken: list[np.ndarray], above
         else:
             lo = mid
     if probe is measure:
-        return passed[-1] if passed else (keep, measured)
+        return passed[-1] if passed else None
     for trial, _ in reversed(passed[-max_confirms:]):
         ms = timed(measure, trial, f"{int((~trial).sum())} channels removed, confirmed at")
         if ms <= budget_ms:
             return trial, ms
-    return keep, measured
+    return None
