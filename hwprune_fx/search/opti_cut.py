@@ -53,7 +53,7 @@ def group_norms(order: Mapping[int, np.ndarray], scores: np.ndarray, normalize: 
 def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
              measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
              align: int | Mapping[int, int] = 8, measure_every: int = 0,
-             progress: Callable[[str], None] | None = None, fill: float = 0.95,
+             progress: Callable[[str], None] | None = None, fill: float = 0.97,
              normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
