@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="input side (default: the model's own)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--margin", type=float, default=0.03, help="how far under the budget the search aims")
+    ap.add_argument("--remeasure-repeat", type=int, default=10, help="runs per block in each fresh process (5 rounds)")
     ap.add_argument("--processes", type=int, default=3,
                     help="fresh processes that re-measure each result (the row takes their median ratio)")
     ap.add_argument("--e2e", default="resnet50", help="model for the cold/warm end-to-end CLI timing ('' = skip)")
@@ -110,7 +111,7 @@ def main() -> None:
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin)
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
-                        fresh = remeasure_in_processes(src, out, args.repeat, args.threads, args.processes)
+                        fresh = remeasure_in_processes(src, out, args.remeasure_repeat, args.threads, args.processes)
                         base_ms, final_ms = fresh["baseline_ms"], fresh["final_ms"]
                         rep = res["report"]
                         target = base_ms * float(budget) / 100
