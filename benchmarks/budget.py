@@ -86,6 +86,9 @@ def main() -> None:
     ap.add_argument("--e2e", default="resnet50", help="model for the cold/warm end-to-end CLI timing ('' = skip)")
     ap.add_argument("--append", action="store_true",
                     help="keep the rows (and end-to-end timing) of an earlier run in --out that this run does not redo")
+    ap.add_argument("--merge", action="append", default=[], metavar="JSON",
+                    help="add the rows of another run's budget.json (replacing rows of the same model, budget and "
+                         "search); with --models '' only merges")
     args = ap.parse_args()
     rows, e2e = [], None
     if args.append and (Path(args.out) / "budget.json").exists():
@@ -94,12 +97,16 @@ def main() -> None:
                 for s in args.searches.split(",")}
         rows = [r for r in earlier["rows"] if (r["model"], r["budget"], r["search"]) not in redo]
         e2e = earlier["summary"].get("end_to_end")
+    for other in args.merge:
+        extra = json.loads(Path(other).read_text())["rows"]
+        keys = {(r["model"], r["budget"], r["search"]) for r in extra}
+        rows = [r for r in rows if (r["model"], r["budget"], r["search"]) not in keys] + extra
     with tempfile.TemporaryDirectory() as tmp:
         if args.e2e:
             e2e = end_to_end(args.e2e, "60%", Path(tmp))
             print(json.dumps(e2e), flush=True)
         cache = Path(tmp) / "cache"
-        for name in args.models.split(","):
+        for name in filter(None, args.models.split(",")):
             src = Path(tmp) / f"{name}.onnx"
             export_onnx(build_model(name), input_shape_for(name, args.size), src)
             for budget in args.budgets.split(","):
