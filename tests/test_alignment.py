@@ -318,11 +318,15 @@ class _HalfCost(_CountCost):
         return 0.5 * super().delta(keep, remove)
 
 
-def test_opti_cut_gives_back_over_cut_chunks_and_confirms_what_it_settles_on(tmp_path: Path) -> None:
+def _over_cut_case(tmp_path: Path):
+    """Two 64-channel groups, random scores, latency = kept channels, budget 24 under it."""
     _, analysis, channels = _setup(_net(tmp_path, 64, 64))
-    scores = np.random.default_rng(0).random(analysis.num_units)
     base = float(analysis.num_units)
-    budget = base - 24
+    return analysis, channels, np.random.default_rng(0).random(analysis.num_units), base, base - 24
+
+
+def test_opti_cut_gives_back_over_cut_chunks_and_confirms_what_it_settles_on(tmp_path: Path) -> None:
+    analysis, channels, scores, base, budget = _over_cut_case(tmp_path)
     truth = lambda k: float(k.sum())  # noqa: E731
     res = opti_cut(analysis, scores, _HalfCost(), channels, truth, budget, base, align=8)
     # the first measurement was ~48 under the baseline; chunks came back until it used the budget
@@ -340,10 +344,7 @@ def test_opti_cut_gives_back_over_cut_chunks_and_confirms_what_it_settles_on(tmp
 
 
 def test_opti_cut_confirms_once_per_stop_and_cuts_on_when_the_confirmation_fails(tmp_path: Path) -> None:
-    _, analysis, channels = _setup(_net(tmp_path, 64, 64))
-    scores = np.random.default_rng(0).random(analysis.num_units)
-    base = float(analysis.num_units)
-    budget = base - 24
+    analysis, channels, scores, base, budget = _over_cut_case(tmp_path)
     truth = lambda k: float(k.sum())  # noqa: E731
     confirmed: list[float] = []
 
