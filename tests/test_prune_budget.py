@@ -132,3 +132,41 @@ def test_the_original_is_built_once_for_the_searchs_confirmations(r18: Path, tmp
     # each confirmed candidate once, the output once
     assert len(built) == 2 + len(rep["confirmations"]) + 1
     assert built.count(max(built)) == 2 and max(built) > sorted(built)[-3]
+
+
+def test_a_timed_plan_is_looked_up_by_its_mask_without_building_it(r18: Path, tmp_path: Path) -> None:
+    """A warm run does not rewrite every candidate only to hash it: the measurement is found by
+    the keep mask (with the original, the settings and the tool version)."""
+    import numpy as np
+    import onnx
+
+    from hwprune_fx.analysis import analyze_dependencies
+    from hwprune_fx.pipeline import load_onnx_model, materialize
+    from hwprune_fx.plan import PruningPlan, plan_by_ratio
+    from hwprune_fx.search.budget import parse_budget
+    from hwprune_fx.search.candidate_meter import CandidateMeter
+    from hwprune_fx.targets import TimingConfig, create_backend
+
+    loaded = load_onnx_model(onnx.load(str(r18)))
+    analysis = analyze_dependencies(loaded.channel_graph)
+    built: list[int] = []
+
+    def build(keep: np.ndarray) -> onnx.ModelProto:
+        built.append(int(keep.sum()))
+        return materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
+
+    def meter(cache: Path, **timing) -> CandidateMeter:
+        backend = create_backend("ort-cpu", timing=TimingConfig(warmup=1, repeat=3, **timing), cache_dir=cache)
+        return CandidateMeter(loaded.original, build, backend, backend, parse_budget("1%"), 1e-6, 1.0)
+
+    scores = np.random.default_rng(0).random(analysis.num_units)
+    masks = [np.ones(analysis.num_units, bool) for _ in range(2)]
+    for mask, ratio in zip(masks, (0.1, 0.3)):
+        mask[plan_by_ratio(analysis, scores, ratio).removed_units] = False
+    cold = [meter(tmp_path).probe(m) for m in masks]
+    assert len(built) == 2
+    warm = [meter(tmp_path).probe(m) for m in masks]            # a new meter, as in a new process
+    assert warm == cold and len(built) == 2
+    meter(tmp_path, threads=2).probe(masks[0])                  # other settings: timed anew
+    meter(tmp_path / "other").probe(masks[0])                   # another cache: timed anew
+    assert len(built) == 4

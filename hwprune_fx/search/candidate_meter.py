@@ -8,14 +8,19 @@ computed from; an absolute budget is a time.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import onnx
 
+from hwprune_fx import __version__
+from hwprune_fx.emit.files import write_json_atomic
 from hwprune_fx.search.budget import Budget
-from hwprune_fx.targets.base import Backend
+from hwprune_fx.targets.base import Backend, model_hash
 from hwprune_fx.targets.measurement import Measurement
 from hwprune_fx.targets.side_by_side import measure_side_by_side
 
@@ -45,16 +50,41 @@ class CandidateMeter:
     confirmations: list[dict[str, float]] = field(default_factory=list)
     # the original's block timer on ``confirm``, made once and kept warm (shared across searches)
     reference: Callable[[], Callable[[], Measurement]] | None = None
+    _original_key: str | None = field(default=None, init=False, repr=False)
 
     def measure(self, keep: np.ndarray) -> float:
-        candidate = self.build(keep)
-        ms = self.backend.measure(candidate).median_ms   # may come from the cache, i.e. another session
-        return ms if ms > self.budget_ms else self._confirm(candidate, ms)
+        ms, candidate = self._cached(keep)   # may come from the cache, i.e. another session
+        return ms if ms > self.budget_ms else self._confirm(candidate or self.build(keep), ms)
 
     def probe(self, keep: np.ndarray) -> float:
         """The plain (cacheable) measurement, never confirmed: for a search's intermediate probes
         whose outcome is confirmed with :meth:`measure` before it is accepted."""
-        return self.backend.measure(self.build(keep)).median_ms
+        return self._cached(keep)[0]
+
+    def _cached(self, keep: np.ndarray) -> tuple[float, onnx.ModelProto | None]:
+        """The backend's measurement of the pruned network, and the network if it had to be built.
+
+        A plan timed before (same original, keep mask, settings and tool version) is looked up
+        by its mask, so a warm run does not rewrite every candidate only to hash it.
+        """
+        path = self._plan_path(keep)
+        if path is not None and path.exists():
+            return float(json.loads(path.read_text())["median_ms"]), None
+        candidate = self.build(keep)
+        ms = self.backend.measure(candidate).median_ms
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, {"median_ms": ms})
+        return ms, candidate
+
+    def _plan_path(self, keep: np.ndarray) -> Path | None:
+        if not self.backend.use_cache:
+            return None
+        if self._original_key is None:
+            self._original_key = json.dumps([model_hash(self.original), self.backend.settings(), __version__],
+                                            sort_keys=True)
+        key = hashlib.sha256((self._original_key + np.packbits(keep).tobytes().hex()).encode()).hexdigest()[:40]
+        return self.backend.cache_dir / "plans" / f"{key}.json"
 
     def measure_many(self, keeps: list[np.ndarray]) -> list[float]:
         """Candidates of one step timed beside the original in interleaved rounds; one that seems
