@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import functools
 import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -119,13 +118,12 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         say(f"--align auto: step widths {sorted(set(align.values())) if isinstance(align, dict) else align}")
     phases["profiling"] = time.perf_counter() - t0
 
-    # uncached short blocks for interleaved rounds: the confirmations and the final check. As
-    # many runs per block as a quarter of --repeat keeps the final check's 5 rounds a few
-    # seconds on ResNet-50 while every model sees every machine state.
-    side = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 4), threads=threads),
-                          use_cache=False, **(backend_options or {}))
-    # the search times the original beside every candidate: one session for it, built once and kept warm
-    reference = functools.cache(lambda: side.block_timer(loaded.original, random_inputs(loaded.original, batch=1)))
+    confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads),
+                             use_cache=False, **(backend_options or {}))
+    # 5 interleaved rounds of short blocks: as many runs as a quarter of --repeat per block keeps
+    # the final check a few seconds on ResNet-50 while every model sees every machine state
+    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
+                           use_cache=False, **(backend_options or {}))
     build = lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))  # noqa: E731
 
     def rewrite_checked(plan: PruningPlan):
@@ -140,12 +138,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         return pruned, merges, res
 
     def final_check(pruned: onnx.ModelProto):
-        """(original, pruned, budget in ms) timed side by side now, uncached, in new sessions for
-        both: a session's memory layout moves its timing by about 1% (same pair timed again:
-        0.4% sd; new sessions: 1.1%, on MobileNetV2), and the final check must not share the
-        search's reference session."""
+        """(original, pruned, budget in ms) timed side by side now, uncached, in new sessions."""
         t0 = time.perf_counter()
-        base_again, final = measure_side_by_side(side, [loaded.original, pruned], rounds=5)
+        base_again, final = measure_side_by_side(fresh, [loaded.original, pruned], rounds=5)
         phases["final_measurement"] = phases.get("final_measurement", 0.0) + time.perf_counter() - t0
         return base_again, final, budget.target_ms(base_again.median_ms)
 
@@ -154,8 +149,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     attempts: list[dict[str, float]] = []
     confirmations: list[dict[str, float]] = []
     for attempt in range(1, FINAL_ATTEMPTS + 1):
-        meter = CandidateMeter(loaded.original, build, backend, side, budget, aim_ms, baseline.median_ms, say,
-                               reference=reference)
+        meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
         t0 = time.perf_counter()
         result = _search(search, analysis, scores, cost, channels, meter, aim_ms, baseline.median_ms, align, edges,
                          not global_scale(crit), say)

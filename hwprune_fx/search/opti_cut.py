@@ -53,7 +53,7 @@ def group_norms(order: Mapping[int, np.ndarray], scores: np.ndarray, normalize: 
 def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, channels: LayerChannels,
              measure: Callable[[np.ndarray], float], budget_ms: float, baseline_ms: float,
              align: int | Mapping[int, int] = 8, measure_every: int = 0,
-             progress: Callable[[str], None] | None = None, fill: float = 0.97,
+             progress: Callable[[str], None] | None = None, fill: float = 0.95,
              normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
@@ -150,7 +150,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
 def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
                probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
                fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
-               max_probes: int = 6, max_confirms: int = 2) -> tuple[np.ndarray, float] | None:
+               max_probes: int = 6, max_confirms: int = 3) -> tuple[np.ndarray, float] | None:
     """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
     that still meet it, so the network is not pruned further than the budget asks.
 

@@ -21,21 +21,14 @@ __all__ = ["measure_side_by_side", "round_medians"]
 
 def round_medians(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int,
                   feeds: Sequence[dict[str, np.ndarray]] | None = None,
-                  progress: Callable[[str], None] | None = None,
-                  warm: Sequence[Callable[[], Measurement]] = ()) -> tuple[list[list[float]], list[Measurement]]:
-    """Per model, the median of each round's block (ms), and each model's last block.
-
-    ``warm``: block timers (``backend.block_timer``) already made for the first models, reused
-    instead of a new session each call: a search times the original beside every candidate,
-    and its session need not be built and warmed up again each time.
-    """
+                  progress: Callable[[str], None] | None = None) -> tuple[list[list[float]], list[Measurement]]:
+    """Per model, the median of each round's block (ms), and each model's last block."""
     from hwprune_fx.oracle import random_inputs
 
     if rounds < 1:
         raise ValueError("rounds must be >= 1")
-    new = models[len(warm):]   # feeds, when given, are for every model; the warm ones keep theirs
-    inputs = list(feeds)[len(warm):] if feeds is not None else [random_inputs(m, batch=1) for m in new]
-    blocks = [*warm, *(backend.block_timer(m, x) for m, x in zip(new, inputs))]
+    inputs = list(feeds) if feeds is not None else [random_inputs(m, batch=1) for m in models]
+    blocks = [backend.block_timer(m, x) for m, x in zip(models, inputs)]
     out: list[list[float]] = [[] for _ in models]
     last: list[Measurement] = [None] * len(models)  # type: ignore[list-item]
     n = len(models)
@@ -50,14 +43,12 @@ def round_medians(backend: Backend, models: Sequence[onnx.ModelProto], rounds: i
 
 
 def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int = 5,
-                         feeds: Sequence[dict[str, np.ndarray]] | None = None,
-                         warm: Sequence[Callable[[], Measurement]] = ()) -> list[Measurement]:
+                         feeds: Sequence[dict[str, np.ndarray]] | None = None) -> list[Measurement]:
     """Per model, a Measurement whose samples are the medians of ``rounds`` interleaved blocks.
 
-    Never cached: the point is that the numbers come from one session. ``warm``: see
-    :func:`round_medians`.
+    Never cached: the point is that the numbers come from one session.
     """
-    per_model, last = round_medians(backend, models, rounds, feeds, warm=warm)
+    per_model, last = round_medians(backend, models, rounds, feeds)
     t = backend.timing
     # each model's own settings (e.g. TVM's untuned-workload count) stay with its numbers
     return [summarize(backend.name, samples, t.warmup, t.threads,
