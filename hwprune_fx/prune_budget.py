@@ -70,7 +70,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.search.staircase import resolve_alignment, staircase_counts
     from hwprune_fx.merge_oracle import merge_oracle
     from hwprune_fx.passes.merge_similar import applicable_merges, materialize_merged
-    from hwprune_fx.search.candidate_meter import CandidateMeter
+    from hwprune_fx.search.candidate_meter import CandidateMeter, measure_baseline
     from hwprune_fx.targets.side_by_side import measure_side_by_side
     import onnx_graphsurgeon as gs
 
@@ -98,7 +98,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     phases["load_and_analysis"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    baseline = backend.measure(loaded.original)
+    baseline = measure_baseline(backend, loaded.original)
     budget_ms = budget.target_ms(baseline.median_ms)
     say(f"baseline {baseline.median_ms:.3f} ms on {target} ({threads} thread); budget {budget_ms:.3f} ms")
     phases["baseline"] = time.perf_counter() - t0

@@ -147,3 +147,22 @@ def test_a_timed_plan_is_looked_up_by_its_mask_without_building_it(r18: Path, tm
     meter(tmp_path, threads=2).probe(masks[0])                  # other settings: timed anew
     meter(tmp_path / "other").probe(masks[0])                   # another cache: timed anew
     assert len(built) == 4
+
+
+def test_the_baseline_is_the_median_of_three_sessions_and_cached(r18: Path, tmp_path: Path, monkeypatch) -> None:
+    import onnx
+
+    from hwprune_fx.search.candidate_meter import measure_baseline
+    from hwprune_fx.targets import TimingConfig, create_backend
+    from hwprune_fx.targets.ort_cpu import OrtCpuBackend
+
+    real, times = OrtCpuBackend._time_onnx, iter([30.0, 10.0, 20.0])
+
+    def scripted(self, model, feeds):   # three sessions, one slow outlier
+        return dataclasses.replace(real(self, model, feeds), median_ms=next(times))
+
+    monkeypatch.setattr(OrtCpuBackend, "_time_onnx", scripted)
+    backend = create_backend("ort-cpu", timing=TimingConfig(warmup=1, repeat=2), cache_dir=tmp_path)
+    model = onnx.load(str(r18))
+    assert measure_baseline(backend, model).median_ms == 20.0
+    assert measure_baseline(backend, model).median_ms == 20.0   # from the cache: no fourth timing
