@@ -57,14 +57,20 @@ def end_to_end(name: str, budget: str, tmp: Path) -> dict:
     src = tmp / f"e2e_{name}.onnx"
     export_onnx(build_model(name), input_shape_for(name), src)
     cache, out = tmp / "e2e_cache", tmp / f"e2e_{name}.pruned.onnx"
-    times = {}
+    times, phases = {}, {}
     for run in ("cold", "warm"):
+        report = tmp / f"e2e_{run}.json"
         t0 = time.perf_counter()
         subprocess.run(["hwprune-fx", "prune", str(src), "--budget", budget, "-o", str(out), "--cache-dir",
-                        str(cache), "-q"], check=True, capture_output=True)
+                        str(cache), "-q", "--report", str(report)], check=True, capture_output=True)
         times[f"{run}_seconds"] = round(time.perf_counter() - t0, 1)
+        rep = json.loads(report.read_text())   # where the time went (the report's own phases)
+        phases[run] = {"phases_s": {k: round(v, 1) for k, v in rep["seconds"].items()},
+                       "searches": len(rep["attempts"]), "confirmations": len(rep["confirmations"]),
+                       "confirmations_timed": sum(not c.get("from_cache", False) for c in rep["confirmations"]),
+                       "budget_used_in_process": rep["budget_used"]}
     return {"model": name, "budget": budget, "command": f"hwprune-fx prune {name}.onnx --budget {budget} -o OUT",
-            **times}
+            **times, "runs": phases}
 
 
 def main() -> None:
@@ -173,7 +179,11 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
           "| searches |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     if e2e:
         md[1:1] = [f"End to end, `{e2e['command']}`: {e2e['cold_seconds']} s from a cold cache "
-                   f"(profiling included), {e2e['warm_seconds']} s warm.", ""]
+                   f"(profiling included), {e2e['warm_seconds']} s warm.", "",
+                   *(f"- {run}: {info['searches']} search(es), {info['confirmations_timed']} of "
+                     f"{info['confirmations']} confirmations timed (the others cached); phases (s): "
+                     + ", ".join(f"{k} {v}" for k, v in info["phases_s"].items())
+                     for run, info in e2e.get("runs", {}).items()), ""]
     for r in rows:
         if "final_ms" in r:
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['baseline_ms']:.2f} | {r['final_ms']:.2f} | "

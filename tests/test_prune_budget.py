@@ -132,9 +132,10 @@ def test_a_timed_plan_is_looked_up_by_its_mask_without_building_it(r18: Path, tm
         built.append(int(keep.sum()))
         return materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))
 
-    def meter(cache: Path, **timing) -> CandidateMeter:
+    def meter(cache: Path, budget_ms: float = 1e-6, **timing) -> CandidateMeter:
         backend = create_backend("ort-cpu", timing=TimingConfig(warmup=1, repeat=3, **timing), cache_dir=cache)
-        return CandidateMeter(loaded.original, build, backend, backend, parse_budget("1%"), 1e-6, 1.0)
+        confirm = create_backend("ort-cpu", timing=TimingConfig(warmup=1, repeat=3, **timing), use_cache=False)
+        return CandidateMeter(loaded.original, build, backend, confirm, parse_budget("1%"), budget_ms, 1.0)
 
     scores = np.random.default_rng(0).random(analysis.num_units)
     masks = [np.ones(analysis.num_units, bool) for _ in range(2)]
@@ -147,6 +148,12 @@ def test_a_timed_plan_is_looked_up_by_its_mask_without_building_it(r18: Path, tm
     meter(tmp_path, threads=2).probe(masks[0])                  # other settings: timed anew
     meter(tmp_path / "other").probe(masks[0])                   # another cache: timed anew
     assert len(built) == 4
+    # a candidate within the budget is timed beside the original once; a warm run re-uses that
+    first = meter(tmp_path, budget_ms=1e9)
+    confirmed = first.measure(masks[1])
+    again = meter(tmp_path, budget_ms=1e9)
+    assert again.measure(masks[1]) == confirmed and len(built) == 5
+    assert [c["from_cache"] for c in first.confirmations + again.confirmations] == [False, True]
 
 
 def test_the_baseline_is_the_median_of_three_sessions_and_cached(r18: Path, tmp_path: Path, monkeypatch) -> None:

@@ -79,7 +79,7 @@ class CandidateMeter:
 
     def measure(self, keep: np.ndarray) -> float:
         ms, candidate = self._cached(keep)   # may come from the cache, i.e. another session
-        return ms if ms > self.budget_ms else self._confirm(candidate or self.build(keep), ms)
+        return ms if ms > self.budget_ms else self._confirm(keep, candidate, ms)
 
     def probe(self, keep: np.ndarray) -> float:
         """The plain (cacheable) measurement, never confirmed: for a search's intermediate probes
@@ -117,7 +117,7 @@ class CandidateMeter:
         candidates = [self.build(k) for k in keeps]
         base_now, *timed = self._beside_original(candidates, rounds=2)
         values = [in_baseline_terms(self.budget, m.median_ms, base_now.median_ms, self.baseline_ms) for m in timed]
-        return [self._confirm(c, v) if v <= self.budget_ms else v for c, v in zip(candidates, values)]
+        return [self._confirm(k, c, v) if v <= self.budget_ms else v for k, c, v in zip(keeps, candidates, values)]
 
     def _beside_original(self, candidates: list[onnx.ModelProto], rounds: int) -> list[Measurement]:
         """New sessions for the original and the candidates alike. (Keeping the original's
@@ -126,14 +126,33 @@ class CandidateMeter:
         budget and left the searches over-pruned.)"""
         return measure_side_by_side(self.confirm, [self.original, *candidates], rounds=rounds)
 
-    def _confirm(self, candidate: onnx.ModelProto, ms: float) -> float:
-        base_now, cand_now = self._beside_original([candidate], rounds=3)
+    def _confirm(self, keep: np.ndarray, candidate: onnx.ModelProto | None, ms: float) -> float:
+        """The candidate timed beside the original (3 interleaved rounds), in budget terms.
+
+        The pair's timing is kept with the plan (``<plan>.confirmed.json``): it is a ratio on
+        one machine state, so a warm run re-uses it instead of timing every stop again, and the
+        final check, never cached, still times the result beside the original before it is
+        written.
+        """
+        path = self._plan_path(keep)
+        path = path.with_suffix(".confirmed.json") if path is not None else None
+        reused = path is not None and path.exists()
+        if reused:
+            pair = json.loads(path.read_text())
+        else:
+            base_now, cand_now = self._beside_original([candidate or self.build(keep)], rounds=3)
+            pair = {"side_by_side_ms": cand_now.median_ms, "spread_ms": cand_now.spread_ms,
+                    "baseline_side_by_side_ms": base_now.median_ms}
+            if path is not None:
+                write_json_atomic(path, pair)
         # half the candidate's spread over rounds on top: accepted only when the budget holds
         # with the noise this machine shows right now, so a re-measurement does not tip it over
-        upper_ms = cand_now.median_ms + 0.5 * cand_now.spread_ms
-        confirmed = in_baseline_terms(self.budget, upper_ms, base_now.median_ms, self.baseline_ms)
-        self.confirmations.append({"measured_ms": ms, "side_by_side_ms": cand_now.median_ms,
-                                   "baseline_side_by_side_ms": base_now.median_ms, "confirmed_ms": confirmed})
-        self.say(f"confirm: {cand_now.median_ms:.3f} ms beside the original at {base_now.median_ms:.3f} ms "
-                 f"-> {confirmed:.3f} ms against the budget {self.budget_ms:.3f} ms")
+        upper_ms = pair["side_by_side_ms"] + 0.5 * pair["spread_ms"]
+        confirmed = in_baseline_terms(self.budget, upper_ms, pair["baseline_side_by_side_ms"], self.baseline_ms)
+        self.confirmations.append({"measured_ms": ms, "side_by_side_ms": pair["side_by_side_ms"],
+                                   "baseline_side_by_side_ms": pair["baseline_side_by_side_ms"],
+                                   "confirmed_ms": confirmed, "from_cache": reused})
+        self.say(f"confirm{' (cached)' if reused else ''}: {pair['side_by_side_ms']:.3f} ms beside the original at "
+                 f"{pair['baseline_side_by_side_ms']:.3f} ms -> {confirmed:.3f} ms against the budget "
+                 f"{self.budget_ms:.3f} ms")
         return confirmed
