@@ -1,8 +1,9 @@
-"""How the budget searches time a candidate network: cached first, confirmed beside the original.
+"""How the budget searches time a candidate network: always beside the original.
 
-A cached number may come from another session, and the machine drifts; so a candidate that
-seems to meet the budget is timed again beside the original in interleaved rounds, and
-accepted only with half its spread on top. Relative budgets (``60%``, ``1.8x``) are met as the
+A probe times the candidate and the original in 2 interleaved rounds; a candidate that seems
+to meet the budget is confirmed with 3 more rounds and accepted only with half its spread on
+top. Both are kept with the plan in the cache, so a warm run replays them; the final check
+(in ``prune_budget``) is never cached. Relative budgets (``60%``, ``1.8x``) are met as the
 candidate/original ratio measured on one machine state, scaled to the baseline the budget was
 computed from; an absolute budget is a time.
 """
@@ -28,12 +29,9 @@ __all__ = ["CandidateMeter", "in_baseline_terms", "measure_baseline"]
 
 
 def measure_baseline(backend: Backend, original: onnx.ModelProto, sessions: int = 3) -> Measurement:
-    """The original's latency as the searches' probes measure candidates (standalone, one new
-    session each), taken in ``sessions`` sessions and the median one kept, cached as one entry.
-
-    The probes are compared with a budget derived from this number: one timing of ResNet-50
-    read 114 ms where the side-by-side timings of the run read 101-110 ms, so every probe
-    looked 10% faster than it was and the confirmations rejected the give-back's candidates.
+    """The original's standalone latency, timed in ``sessions`` new sessions and the median one
+    kept (cached as one entry): the scale a relative budget is turned into milliseconds with.
+    One timing can be far off (ResNet-50 read 114 ms once where its other timings read 101-110).
     """
     from hwprune_fx.oracle import random_inputs
 
@@ -64,11 +62,12 @@ def in_baseline_terms(budget: Budget, candidate_ms: float, baseline_now_ms: floa
 @dataclass
 class CandidateMeter:
     """``measure(keep)`` for Opti-Cut/uniform, ``measure_many(keeps)`` for HILP's steps, ``probe(keep)``
-    for Opti-Cut's give-back bisection (confirmed once it settles)."""
+    for Opti-Cut's give-back bisection (confirmed once it settles). Every number is a side-by-side
+    timing with the original, in budget terms; ``backend`` gives the cache directory."""
 
     original: onnx.ModelProto
     build: Callable[[np.ndarray], onnx.ModelProto]   # keep mask -> pruned network
-    backend: Backend                                 # cached measurements
+    backend: Backend                                 # where the plans' timings are kept (if it caches)
     confirm: Backend                                 # uncached, short blocks for interleaved rounds
     budget: Budget
     budget_ms: float
@@ -78,38 +77,47 @@ class CandidateMeter:
     _original_key: str | None = field(default=None, init=False, repr=False)
 
     def measure(self, keep: np.ndarray) -> float:
-        ms, candidate = self._cached(keep)   # may come from the cache, i.e. another session
+        ms, candidate = self._probe(keep)   # may come from the cache, i.e. another session
         return ms if ms > self.budget_ms else self._confirm(keep, candidate, ms)
 
     def probe(self, keep: np.ndarray) -> float:
         """The plain (cacheable) measurement, never confirmed: for a search's intermediate probes
         whose outcome is confirmed with :meth:`measure` before it is accepted."""
-        return self._cached(keep)[0]
+        return self._probe(keep)[0]
 
-    def _cached(self, keep: np.ndarray) -> tuple[float, onnx.ModelProto | None]:
-        """The backend's measurement of the pruned network, and the network if it had to be built.
+    def _probe(self, keep: np.ndarray) -> tuple[float, onnx.ModelProto | None]:
+        """The candidate timed beside the original in 2 interleaved rounds, in budget terms, and
+        the network if it had to be built.
 
-        A plan timed before (same original, keep mask, settings and tool version) is looked up
-        by its mask, so a warm run does not rewrite every candidate only to hash it.
+        Side by side, as the confirmation and the final check time it: a standalone timing of a
+        ResNet-50 candidate read its ratio to the original's standalone timing about 10% lower
+        than the side-by-side rounds did, so the give-back's probes passed and their
+        confirmations failed. Kept with the plan (same original, keep mask, settings and tool
+        version), so a warm run neither rewrites nor times a candidate it has seen.
         """
-        path = self._plan_path(keep)
+        path = self._plan_path(keep, "probe")
+        candidate = None
         if path is not None and path.exists():
-            return float(json.loads(path.read_text())["median_ms"]), None
-        candidate = self.build(keep)
-        ms = self.backend.measure(candidate).median_ms
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, {"median_ms": ms})
-        return ms, candidate
+            pair = json.loads(path.read_text())
+        else:
+            candidate = self.build(keep)
+            base_now, cand_now = self._beside_original([candidate], rounds=2)
+            pair = {"side_by_side_ms": cand_now.median_ms, "baseline_side_by_side_ms": base_now.median_ms}
+            if path is not None:
+                write_json_atomic(path, pair)
+        return in_baseline_terms(self.budget, pair["side_by_side_ms"], pair["baseline_side_by_side_ms"],
+                                 self.baseline_ms), candidate
 
-    def _plan_path(self, keep: np.ndarray) -> Path | None:
+    def _plan_path(self, keep: np.ndarray, kind: str) -> Path | None:
         if not self.backend.use_cache:
             return None
         if self._original_key is None:
-            self._original_key = json.dumps([model_hash(self.original), self.backend.settings(), __version__],
+            self._original_key = json.dumps([model_hash(self.original), self.confirm.settings(), __version__],
                                             sort_keys=True)
         key = hashlib.sha256((self._original_key + np.packbits(keep).tobytes().hex()).encode()).hexdigest()[:40]
-        return self.backend.cache_dir / "plans" / f"{key}.json"
+        path = self.backend.cache_dir / "plans" / f"{key}.{kind}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def measure_many(self, keeps: list[np.ndarray]) -> list[float]:
         """Candidates of one step timed beside the original in interleaved rounds; one that seems
@@ -134,8 +142,7 @@ class CandidateMeter:
         final check, never cached, still times the result beside the original before it is
         written.
         """
-        path = self._plan_path(keep)
-        path = path.with_suffix(".confirmed.json") if path is not None else None
+        path = self._plan_path(keep, "confirmed")
         reused = path is not None and path.exists()
         if reused:
             pair = json.loads(path.read_text())
