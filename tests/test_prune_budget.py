@@ -67,18 +67,18 @@ def test_budget_and_ratio_are_exclusive(r18: Path, tmp_path: Path) -> None:
 
 
 def _final_check_slowed(monkeypatch, times: int) -> list[int]:
-    """Make the first ``times`` final checks (5 rounds) see the pruned network as slow as the original."""
-    from hwprune_fx.targets import side_by_side
+    """Make the first ``times`` final checks see the pruned network as slow as the original."""
+    from hwprune_fx import prune_budget
 
-    real, calls = side_by_side.measure_side_by_side, []
+    real, calls = prune_budget.final_pair, []
 
-    def fake(backend, models, rounds=5, feeds=None):
-        out = real(backend, models, rounds, feeds)
-        if rounds == 5 and len(calls) < times:
+    def fake(backend, original, pruned, **kw):
+        base, final = real(backend, original, pruned, **kw)
+        if len(calls) < times:
             calls.append(1)
-            out[1] = dataclasses.replace(out[1], median_ms=out[0].median_ms)
-        return out
-    monkeypatch.setattr(side_by_side, "measure_side_by_side", fake)
+            final = dataclasses.replace(final, median_ms=base.median_ms)
+        return base, final
+    monkeypatch.setattr(prune_budget, "final_pair", fake)
     return calls
 
 
@@ -173,3 +173,22 @@ def test_the_baseline_is_the_median_of_three_sessions_and_cached(r18: Path, tmp_
     model = onnx.load(str(r18))
     assert measure_baseline(backend, model).median_ms == 20.0
     assert measure_baseline(backend, model).median_ms == 20.0   # from the cache: no fourth timing
+
+
+def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) -> None:
+    """One session pair far off (a memory layout that slows one network) does not decide."""
+    from hwprune_fx.prune_budget import FINAL_PAIRS, final_pair
+    from hwprune_fx.targets import side_by_side
+    from hwprune_fx.targets.measurement import summarize
+
+    ratios = iter([1.3, 0.9, 1.0])
+    calls: list[int] = []
+
+    def scripted(backend, models, rounds=5, feeds=None):
+        calls.append(rounds)
+        return [summarize("ort-cpu", [100.0], 0, 1), summarize("ort-cpu", [100.0 * next(ratios)], 0, 1)]
+
+    monkeypatch.setattr(side_by_side, "measure_side_by_side", scripted)
+    base, final = final_pair(None, None, None)
+    assert FINAL_PAIRS == 3 and len(calls) == 3
+    assert final.median_ms / base.median_ms == 1.0
