@@ -243,7 +243,8 @@ def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float,
         return hilp_search(analysis, scores, cost, meter.measure, aim_ms, baseline_ms, align=align, edges=edges,
                            progress=say, measure_many=meter.measure_many, normalize=normalize)
     if search == "uniform":
-        return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, round_to=align, progress=say)
+        return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, round_to=align, progress=say,
+                              recheck=meter.recheck)
     return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
                     normalize=normalize, probe=meter.probe)
 

@@ -434,3 +434,37 @@ def test_uniform_search_keeps_aligned_widths_and_times_each_network_once(tmp_pat
     assert res.reached and res.measured_ms <= base - 12
     assert len(timed) == len(set(timed))   # nearby ratios that round to one network: timed once
     assert len(timed) < 8                  # ... so fewer timings than the 8 bisection steps
+
+
+@pytest.mark.parametrize("recheck_agrees", [True, False])
+def test_uniform_search_times_a_suspect_failure_again(tmp_path: Path, recheck_agrees: bool) -> None:
+    """One reading over the budget that the others contradict sends a plain bisection to a far
+    more pruned network; timed again, the suspect is taken when it now meets the budget."""
+    from hwprune_fx.search.uniform import uniform_search
+
+    _, analysis, _ = _setup(_net(tmp_path, 30, 20))
+    scores = np.random.default_rng(2).random(analysis.num_units)
+    base, budget = float(analysis.num_units), float(analysis.num_units) - 12
+    lied: list[bytes] = []
+
+    def measure(keep: np.ndarray) -> float:   # latency = kept units; the first near-budget network reads slow
+        if 0.95 * budget < keep.sum() <= budget and not lied:
+            lied.append(np.packbits(keep).tobytes())
+            return base
+        return float(keep.sum())
+
+    rechecked: list[bytes] = []
+
+    def recheck(keep: np.ndarray) -> float:
+        rechecked.append(np.packbits(keep).tobytes())
+        return float(keep.sum()) if recheck_agrees else base
+
+    plain = uniform_search(analysis, scores, measure, budget, base)
+    lied.clear()
+    res = uniform_search(analysis, scores, measure, budget, base, recheck=recheck)
+    assert plain.reached and plain.measured_ms < 0.95 * budget   # the lie cost the plain bisection
+    assert rechecked == lied                                    # the suspect, timed once more
+    if recheck_agrees:
+        assert 0.95 * budget < res.measured_ms <= budget and res.keep.sum() == res.measured_ms
+    else:
+        assert res.measured_ms == plain.measured_ms and np.array_equal(res.keep, plain.keep)

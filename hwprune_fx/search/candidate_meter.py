@@ -73,7 +73,7 @@ class CandidateMeter:
     budget_ms: float
     baseline_ms: float
     say: Callable[[str], None] = lambda msg: None
-    confirmations: list[dict[str, float]] = field(default_factory=list)
+    confirmations: list[dict] = field(default_factory=list)
     _original_key: str | None = field(default=None, init=False, repr=False)
 
     def measure(self, keep: np.ndarray) -> float:
@@ -134,7 +134,13 @@ class CandidateMeter:
         budget and left the searches over-pruned.)"""
         return measure_side_by_side(self.confirm, [self.original, *candidates], rounds=rounds)
 
-    def _confirm(self, keep: np.ndarray, candidate: onnx.ModelProto | None, ms: float) -> float:
+    def recheck(self, keep: np.ndarray) -> float:
+        """A second confirmation, timed apart from the first (kept as ``<plan>.rechecked.json``):
+        for a search that doubts a reading over the budget which its other readings contradict."""
+        return self._confirm(keep, None, None, kind="rechecked")
+
+    def _confirm(self, keep: np.ndarray, candidate: onnx.ModelProto | None, ms: float | None,
+                 kind: str = "confirmed") -> float:
         """The candidate timed beside the original (3 interleaved rounds), in budget terms.
 
         The pair's timing is kept with the plan (``<plan>.confirmed.json``): it is a ratio on
@@ -142,7 +148,7 @@ class CandidateMeter:
         final check, never cached, still times the result beside the original before it is
         written.
         """
-        path = self._plan_path(keep, "confirmed")
+        path = self._plan_path(keep, kind)
         reused = path is not None and path.exists()
         if reused:
             pair = json.loads(path.read_text())
@@ -158,8 +164,9 @@ class CandidateMeter:
         confirmed = in_baseline_terms(self.budget, upper_ms, pair["baseline_side_by_side_ms"], self.baseline_ms)
         self.confirmations.append({"measured_ms": ms, "side_by_side_ms": pair["side_by_side_ms"],
                                    "baseline_side_by_side_ms": pair["baseline_side_by_side_ms"],
-                                   "confirmed_ms": confirmed, "from_cache": reused})
-        self.say(f"confirm{' (cached)' if reused else ''}: {pair['side_by_side_ms']:.3f} ms beside the original at "
+                                   "confirmed_ms": confirmed, "from_cache": reused, "kind": kind})
+        label = "confirm" if kind == "confirmed" else "recheck"
+        self.say(f"{label}{' (cached)' if reused else ''}: {pair['side_by_side_ms']:.3f} ms beside the original at "
                  f"{pair['baseline_side_by_side_ms']:.3f} ms -> {confirmed:.3f} ms against the budget "
                  f"{self.budget_ms:.3f} ms")
         return confirmed
