@@ -76,6 +76,15 @@ def end_to_end(name: str, budget: str, tmp: Path) -> dict:
             "runs": phases}
 
 
+def code_commit() -> str:
+    """The commit the benchmarked code is at (``+dirty`` with uncommitted changes), kept in every
+    row: a merged table holds rows of several runs, and each must say which code it measured."""
+    here = Path(__file__).parent
+    git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()
+    sha = git("rev-parse", "--short", "HEAD")
+    return (sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if sha else "unknown"
+
+
 def main() -> None:
     from hwprune_fx.frontends.onnx_io import save_onnx
     from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
@@ -99,7 +108,7 @@ def main() -> None:
                     help="add the rows of another run's budget.json (replacing rows of the same model, budget and "
                          "search); with --models '' only merges")
     args = ap.parse_args()
-    rows, e2e = [], None
+    rows, e2e, commit = [], None, code_commit()
     if args.append and (Path(args.out) / "budget.json").exists():
         earlier = json.loads((Path(args.out) / "budget.json").read_text())
         redo = {(m, f"{b}%", s) for m in args.models.split(",") for b in args.budgets.split(",")
@@ -112,7 +121,7 @@ def main() -> None:
         rows = [r for r in rows if (r["model"], r["budget"], r["search"]) not in keys] + extra
     with tempfile.TemporaryDirectory() as tmp:
         if args.e2e:
-            e2e = end_to_end(args.e2e, "60%", Path(tmp))
+            e2e = {**end_to_end(args.e2e, "60%", Path(tmp)), "commit": commit}
             print(json.dumps(e2e), flush=True)
         cache = Path(tmp) / "cache"
         for name in filter(None, args.models.split(",")):
@@ -121,7 +130,8 @@ def main() -> None:
             for budget in args.budgets.split(","):
                 for search in args.searches.split(","):
                     t0 = time.perf_counter()
-                    row = {"model": name, "budget": f"{budget}%", "search": search, "margin": args.margin}
+                    row = {"model": name, "budget": f"{budget}%", "search": search, "margin": args.margin,
+                           "commit": commit}
                     try:
                         res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin)
@@ -179,11 +189,12 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
           f"{summary['rows_with_a_process_over_budget']} had one process whose own ratio was over the budget "
           "(`fresh_processes` in the JSON).", "",
           "| model | budget | search | baseline ms | final ms | budget ms | met | used | MACs after/before | search s "
-          "| searches |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| searches | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if e2e:
         md[1:1] = [f"End to end, `{e2e['command']}`: {e2e['cold_seconds']} s from a cold cache "
                    f"(profiling included), {e2e['warm_seconds']} s warm (median of "
-                   f"{e2e.get('warm_runs_seconds', [e2e['warm_seconds']])} s).", "",
+                   f"{e2e.get('warm_runs_seconds', [e2e['warm_seconds']])} s; code at {e2e.get('commit', 'an earlier commit')}).",
+                   "",
                    *(f"- {run}: {info.get('seconds', '')} s, {info['searches']} search(es), {info['confirmations_timed']} of "
                      f"{info['confirmations']} confirmations timed (the others cached); phases (s): "
                      + ", ".join(f"{k} {v}" for k, v in info["phases_s"].items())
@@ -192,9 +203,11 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
         if "final_ms" in r:
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['baseline_ms']:.2f} | {r['final_ms']:.2f} | "
                       f"{r['budget_ms']:.2f} | {'yes' if r['met'] else 'NO'} | {100 * r['used']:.0f}% | "
-                      f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} | {r.get('searches', 1)} |")
+                      f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} | {r.get('searches', 1)} | "
+                      f"{r.get('commit', 'earlier')} |")
         else:
-            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | |")
+            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | | "
+                      f"{r.get('commit', 'earlier')} |")
     md += ["", *hardware_awareness(rows)]
     (out_dir / "budget.md").write_text("\n".join(md) + "\n")
 
