@@ -79,8 +79,9 @@ def end_to_end(name: str, budget: str, tmp: Path) -> dict:
 def code_commit() -> str:
     """The commit the benchmarked code is at (``+dirty`` with uncommitted changes), kept in every
     row: a merged table holds rows of several runs, and each must say which code it measured."""
-    here = Path(__file__).parent
-    git = lambda *a: subprocess.run(["git", *a], cwd=here, capture_output=True, text=True).stdout.strip()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+
     sha = git("rev-parse", "--short", "HEAD")
     return (sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if sha else "unknown"
 
@@ -193,7 +194,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
     if e2e:
         md[1:1] = [f"End to end, `{e2e['command']}`: {e2e['cold_seconds']} s from a cold cache "
                    f"(profiling included), {e2e['warm_seconds']} s warm (median of "
-                   f"{e2e.get('warm_runs_seconds', [e2e['warm_seconds']])} s; code at {e2e.get('commit', 'an earlier commit')}).",
+                   f"{e2e.get('warm_runs_seconds', [e2e['warm_seconds']])} s; "
+                   f"code at {e2e.get('commit', 'an earlier commit')}).",
                    "",
                    *(f"- {run}: {info.get('seconds', '')} s, {info['searches']} search(es), {info['confirmations_timed']} of "
                      f"{info['confirmations']} confirmations timed (the others cached); phases (s): "
