@@ -80,7 +80,11 @@ def code_commit() -> str:
     """The commit the benchmarked code is at (``+dirty`` with uncommitted changes), kept in every
     row: a merged table holds rows of several runs, and each must say which code it measured."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True,
+                                  text=True).stdout.strip()
+        except OSError:   # no git here (e.g. an unpacked sdist)
+            return ""
 
     sha = git("rev-parse", "--short", "HEAD")
     return (sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if sha else "unknown"
@@ -202,14 +206,14 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                      + ", ".join(f"{k} {v}" for k, v in info["phases_s"].items())
                      for run, info in e2e.get("runs", {}).items()), ""]
     for r in rows:
+        commit = r.get("commit", "earlier")
         if "final_ms" in r:
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['baseline_ms']:.2f} | {r['final_ms']:.2f} | "
                       f"{r['budget_ms']:.2f} | {'yes' if r['met'] else 'NO'} | {100 * r['used']:.0f}% | "
-                      f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} | {r.get('searches', 1)} | "
-                      f"{r.get('commit', 'earlier')} |")
+                      f"{r['macs_ratio']:.3f} | {r['search_seconds']:.1f} | {r.get('searches', 1)} | {commit} |")
         else:
-            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | | "
-                      f"{r.get('commit', 'earlier')} |")
+            md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | "
+                      f"| {commit} |")
     md += ["", *hardware_awareness(rows)]
     (out_dir / "budget.md").write_text("\n".join(md) + "\n")
 
