@@ -192,3 +192,53 @@ def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) ->
     base, final = final_pair(None, None, None)
     assert FINAL_PAIRS == 3 and len(calls) == 3
     assert final.median_ms / base.median_ms == 1.0
+
+
+@pytest.mark.parametrize("second_median", [0.9, 1.05])
+def test_a_recheck_failing_only_by_its_spread_penalty_is_timed_once_more(second_median: float) -> None:
+    """A recheck whose median meets the budget, with one noisy round's spread on top, is timed
+    again; one whose median itself is over the budget is not (no third timing)."""
+    import numpy as np
+
+    from hwprune_fx.search.budget import parse_budget
+    from hwprune_fx.search.candidate_meter import CandidateMeter
+    from hwprune_fx.targets import create_backend
+    from hwprune_fx.targets.measurement import summarize
+
+    backend = create_backend("ort-cpu", use_cache=False)
+    pairs = iter([(20.0, [9.0, 9.5, 15.0]),                     # median 0.95 of the budget; one noisy round
+                  (20.0, [10 * second_median] * 3),              # quiet: spread 0
+                  (20.0, [9.0] * 3)])                           # must not be reached
+    timed: list[int] = []
+
+    class Meter(CandidateMeter):
+        def _beside_original(self, candidates, rounds):
+            base, samples = next(pairs)
+            timed.append(rounds)
+            return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)]
+
+    meter = Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
+    ms = meter.recheck(np.ones(4, bool))
+    assert len(timed) == 2 and [c["kind"] for c in meter.confirmations] == ["rechecked", "rechecked-again"]
+    assert meter.confirmations[0]["confirmed_ms"] > 10.0        # 9.5 + half the spread: failed by the penalty
+    assert ms == pytest.approx(10 * second_median) and (ms <= 10.0) == (second_median < 1)
+
+
+def test_a_recheck_over_the_budget_by_its_median_is_not_timed_again() -> None:
+    import numpy as np
+
+    from hwprune_fx.search.budget import parse_budget
+    from hwprune_fx.search.candidate_meter import CandidateMeter
+    from hwprune_fx.targets import create_backend
+    from hwprune_fx.targets.measurement import summarize
+
+    backend = create_backend("ort-cpu", use_cache=False)
+    timed: list[int] = []
+
+    class Meter(CandidateMeter):
+        def _beside_original(self, candidates, rounds):
+            timed.append(rounds)
+            return [summarize("ort-cpu", [20.0] * 3, 0, 1), summarize("ort-cpu", [10.5, 11.0, 11.5], 0, 1)]
+
+    meter = Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
+    assert meter.recheck(np.ones(4, bool)) > 10.0 and len(timed) == 1

@@ -136,8 +136,22 @@ class CandidateMeter:
 
     def recheck(self, keep: np.ndarray) -> float:
         """A second confirmation, timed apart from the first (kept as ``<plan>.rechecked.json``):
-        for a search that doubts a reading over the budget which its other readings contradict."""
-        return self._confirm(keep, None, None, kind="rechecked")
+        for a search that doubts a reading over the budget which its other readings contradict.
+
+        A recheck whose median meets the budget and fails only by the half spread added on top
+        is timed once more (``<plan>.rechecked-again.json``): one noisy round widens the spread.
+        ResNet-18's uniform search to 40% rechecked a network at 0.351 of the baseline against
+        an aim of 0.388, rejected it for a spread penalty of 0.074, and ended at 68% of the budget.
+        """
+        ms = self._confirm(keep, None, None, kind="rechecked")
+        if ms > self.budget_ms and self._median_meets_budget(self.confirmations[-1]):
+            ms = self._confirm(keep, None, None, kind="rechecked-again")
+        return ms
+
+    def _median_meets_budget(self, confirmation: dict) -> bool:
+        median = in_baseline_terms(self.budget, confirmation["side_by_side_ms"],
+                                   confirmation["baseline_side_by_side_ms"], self.baseline_ms)
+        return median <= self.budget_ms
 
     def _confirm(self, keep: np.ndarray, candidate: onnx.ModelProto | None, ms: float | None,
                  kind: str = "confirmed") -> float:
@@ -165,7 +179,7 @@ class CandidateMeter:
         self.confirmations.append({"measured_ms": ms, "side_by_side_ms": pair["side_by_side_ms"],
                                    "baseline_side_by_side_ms": pair["baseline_side_by_side_ms"],
                                    "confirmed_ms": confirmed, "from_cache": reused, "kind": kind})
-        label = "confirm" if kind == "confirmed" else "recheck"
+        label = "confirm" if kind == "confirmed" else kind.replace("rechecked", "recheck")
         self.say(f"{label}{' (cached)' if reused else ''}: {pair['side_by_side_ms']:.3f} ms beside the original at "
                  f"{pair['baseline_side_by_side_ms']:.3f} ms -> {confirmed:.3f} ms against the budget "
                  f"{self.budget_ms:.3f} ms")
