@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from provenance import code_commit
 
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
@@ -74,20 +75,6 @@ def end_to_end(name: str, budget: str, tmp: Path) -> dict:
     return {"model": name, "budget": budget, "command": f"hwprune-fx prune {name}.onnx --budget {budget} -o OUT",
             "cold_seconds": times["cold"], "warm_seconds": warm[len(warm) // 2], "warm_runs_seconds": warm,
             "runs": phases}
-
-
-def code_commit() -> str:
-    """The commit the benchmarked code is at (``+dirty`` with uncommitted changes), kept in every
-    row: a merged table holds rows of several runs, and each must say which code it measured."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True,
-                                  text=True).stdout.strip()
-        except OSError:   # no git here (e.g. an unpacked sdist)
-            return ""
-
-    sha = git("rev-parse", "--short", "HEAD")
-    return (sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if sha else "unknown"
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock
+from provenance import code_commit
 
 SIDE = 32
 
@@ -191,24 +192,26 @@ def write_results(out: Path, rows: list[dict], dense_acc: float, args: argparse.
     out.mkdir(parents=True, exist_ok=True)
     meta = {"task": "sklearn digits upsampled to 32x32, 30% held out", "dense_accuracy": dense_acc,
             "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "calib_samples": args.calib,
-            "target": "ort-cpu, 1 thread"}
+            "target": "ort-cpu, 1 thread", "commit": code_commit()}
     (out / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# Quality at equal measured latency (digits, dense test accuracy {100 * dense_acc:.2f}%)", "",
-          f"Fine-tune: {args.finetune_epochs} epochs for every row. Latency: ort-cpu, 1 thread, medians.", "",
+          f"Fine-tune: {args.finetune_epochs} epochs for every row. Latency: ort-cpu, 1 thread, medians. "
+          f"Code: commit {meta['commit']}.", "",
           "`final / baseline` is the pruned and the original network timed side by side in interleaved rounds "
           "after the search (the budget is a share of that baseline).", "",
           "acc (BN) = after re-estimating BatchNorm statistics on the calibration samples only (no "
-          "labels, no gradient); acc (FT) = then the same short fine-tune for every row.", "",
+          "labels, no gradient); acc (FT) = then the same short fine-tune for every row. merged = channels "
+          "`similarity` folded into a kept twin instead of removing them.", "",
           "| budget | criterion | search | final / baseline | MACs after/before | acc (no FT) | acc (BN) | acc (FT) "
-          "| top-1 agree | KL |", "|---|---|---|---|---|---|---|---|---|---|"]
+          "| top-1 agree | KL | merged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | unreachable | | | | | | |")
+            md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | unreachable | | | | | | | |")
             continue
         md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | {100 * r['final_ms'] / r['baseline_ms']:.0f}% "
                   f"| {r['macs_ratio']:.3f} | {100 * r['accuracy']:.2f}% | {_pct(r.get('accuracy_bn'))} "
                   f"| {100 * r['accuracy_finetuned']:.2f}% "
-                  f"| {100 * r['top1_agreement']:.1f}% | {r['kl']:.3f} |")
+                  f"| {100 * r['top1_agreement']:.1f}% | {r['kl']:.3f} | {r.get('merged_channels', 0)} |")
     (out / "quality.md").write_text("\n".join(md) + "\n")
 
 
