@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+from provenance import code_commit
 from tqdm import tqdm
 
 from hwprune_fx.analysis import analyze_dependencies
@@ -55,13 +56,25 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": round(float(spearmanr(pred, truth).statistic), 4)}
 
 
-def side_by_side(backend, original, variant, rounds: int) -> tuple[float, list[float], float]:
-    """(median variant/original ratio over rounds, the original's round medians, the variant's median)."""
-    (orig, var), _ = round_medians(backend, [original, variant], rounds)
-    return float(np.median(np.array(var) / np.array(orig))), orig, float(np.median(var))
+def side_by_side(backend, original, variant, rounds: int, sessions: int = 1) -> tuple[float, list[float], float]:
+    """(median variant/original ratio, the original's round medians, the variant's median).
+
+    With ``sessions`` > 1 the pair is timed in that many pairs of new sessions and the median of
+    their ratios kept: on MobileNetV2 one session pair's ratio repeated only to about 6%, and a
+    new session (its memory layout) is part of that noise, which more rounds in one pair of
+    sessions do not average out.
+    """
+    per_session, orig_all, var_all = [], [], []
+    for _ in range(sessions):
+        (orig, var), _ = round_medians(backend, [original, variant], rounds)
+        per_session.append(float(np.median(np.array(var) / np.array(orig))))
+        orig_all.extend(orig)
+        var_all.extend(var)
+    return float(np.median(per_session)), orig_all, float(np.median(var_all))
 
 
-def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int) -> dict:
+def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int,
+              sessions: int = 1) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
@@ -84,13 +97,14 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
             raise AssertionError(f"{name}: variant not exact ({res.max_rel_error})")
         max_err = max(max_err, res.max_rel_error)
         configs.append(keep)
-        ratio, orig_rounds, raw_ms = side_by_side(backend, loaded.original, model, rounds)
+        ratio, orig_rounds, raw_ms = side_by_side(backend, loaded.original, model, rounds, sessions)
         ratios.append(ratio)
         originals.extend(orig_rounds)
         raw.append(raw_ms)
     # the measurement's own repeatability, the floor under any model's error: the first
     # ``recheck`` held-out variants timed a second time, the same way
-    again = [side_by_side(backend, loaded.original, measured.build(k), rounds)[0] for k in configs[fit:fit + recheck]]
+    again = [side_by_side(backend, loaded.original, measured.build(k), rounds, sessions)[0]
+             for k in configs[fit:fit + recheck]]
     # the original's latency: the median of all its rounds, i.e. over the whole run
     baseline_ms = float(np.median(originals))
     truth_arr = np.array(ratios) * baseline_ms
@@ -101,7 +115,8 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     f_fit = np.array([flops.predict(k) for k in fit_c])
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))
     row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
-           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds,
+           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
+           "commit": code_commit(),
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
@@ -121,6 +136,8 @@ def main() -> None:
     ap.add_argument("--fit", type=int, default=30, help="variants the predictor is fitted on")
     ap.add_argument("--variants", type=int, default=30, help="held-out variants every model is scored on")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (beside the original)")
+    ap.add_argument("--sessions", type=int, default=3,
+                    help="pairs of new sessions per variant (median ratio): a session's memory layout is noise too")
     ap.add_argument("--recheck", type=int, default=10,
                     help="held-out variants timed twice: the measurement's own repeatability")
     ap.add_argument("--target", default="ort-cpu")
@@ -138,7 +155,8 @@ def main() -> None:
     if args.merge and (out / "cost_model_accuracy.json").exists():
         rows = [r for r in json.loads((out / "cost_model_accuracy.json").read_text())["rows"] if r["model"] not in names]
     for name in names:
-        rows.append(run_model(name, args.fit, args.variants, backend, args.seed, args.rounds, args.recheck))
+        rows.append(run_model(name, args.fit, args.variants, backend, args.seed, args.rounds, args.recheck,
+                              args.sessions))
         r = rows[-1]
         print(f"{name}: predictor MAPE {r['predictor']['mape_pct']}% rho {r['predictor']['spearman']}; "
               f"lut {r['lut']['mape_pct']}%; flops {r['flops']['mape_pct']}% ({r['seconds']} s)", flush=True)
@@ -153,19 +171,19 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
     (out / "cost_model_accuracy.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# Cost-model accuracy on {args.target} ({args.threads} thread), held-out variants", "",
           f"Per model: the predictor is fitted on {args.fit} random variants and every cost model is scored on "
-          f"{args.variants} others. Each variant is timed beside the original in interleaved rounds (rounds x runs "
-          "per round in the table); its latency is the median variant/original ratio x the original's median "
-          "over the whole run. `FLOPs` is MACs scaled by one factor fitted on the same variants. "
+          f"{args.variants} others. Each variant is timed beside the original in interleaved rounds, in one or more "
+          "pairs of new sessions (sessions x rounds x runs per round in the table); its latency is the median "
+          "variant/original ratio x the original's median over the whole run. `FLOPs` is MACs scaled by one factor fitted on the same variants. "
           f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
           f"{os.cpu_count()} cores.", "",
-          "| model | baseline ms | held-out latency range | rounds x runs | predictor MAPE | predictor worst | "
+          "| model | commit | baseline ms | held-out latency range | sessions x rounds x runs | predictor MAPE | predictor worst | "
           "predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
         held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
-        md.append(f"| {r['model']} | {r['baseline_ms']:.2f} | {held.min():.2f}-{held.max():.2f}x | "
-                  f"{r['rounds']} x {r['repeat']} | {p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
+        md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['baseline_ms']:.2f} | "
+                  f"{held.min():.2f}-{held.max():.2f}x | {r.get('sessions', 1)} x {r['rounds']} x {r['repeat']} | {p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
                   f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} | {_rep(r, 'mape_pct', '%')} "
                   f"| {_rep(r, 'spearman')} |")
     md += ["", "`re-measured`: the first held-out variants timed a second time the same way, scored against the "
