@@ -9,6 +9,7 @@ unpruned network (top-1 agreement, mean KL).
 
     python benchmarks/quality.py                      # full grid
     python benchmarks/quality.py --budgets 60 --criteria l1,ig --searches opti-cut
+    python benchmarks/quality.py --seeds 1,2 --criteria l1,ig --merge old/quality.json   # more seeds, one table
 """
 from __future__ import annotations
 
@@ -123,11 +124,6 @@ def export_keeping_bn(model: nn.Module, path: Path) -> None:
 
 
 def main() -> None:
-    from onnx2torch import convert
-
-    from hwprune_fx.calib import CalibrationData
-    from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="60,40")
     ap.add_argument("--criteria", default="l1,taylor,ig,similarity")
@@ -136,23 +132,44 @@ def main() -> None:
     ap.add_argument("--finetune-epochs", type=int, default=3, help="the same short fine-tune for every row")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples, drawn from the training split")
     ap.add_argument("--repeat", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0",
+                    help="comma-separated; each seed is its own split, dense network and grid (rows are summarised "
+                         "over seeds: one run's searches time noisy networks and can land far apart)")
+    ap.add_argument("--merge", metavar="JSON", action="append", default=[],
+                    help="rows of an earlier run (same protocol) to keep in the table; rows without a seed are seed 0")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    rows = []
+    for path in args.merge:
+        earlier = json.loads(Path(path).read_text())
+        dense = earlier["meta"].get("dense_accuracy")
+        rows += [{"seed": 0, "dense_accuracy": dense, "commit": earlier["meta"].get("commit", "unknown"), **r}
+                 for r in earlier["rows"]]
+    for seed in (int(x) for x in args.seeds.split(",")):
+        rows += run_seed(seed, args)
+        write_results(Path(args.out), rows, args)
 
-    xtr, xte, ytr, yte = digits(args.seed)
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+
+def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
+    """One split, one dense network, the whole grid pruned from it."""
+    from onnx2torch import convert
+
+    from hwprune_fx.calib import CalibrationData
+    from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
+
+    xtr, xte, ytr, yte = digits(seed)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
     dense = DigitsResNet()
     t0 = time.perf_counter()
-    train(dense, xtr, ytr, args.epochs, 0.1, args.seed)
+    train(dense, xtr, ytr, args.epochs, 0.1, seed)
     ref = logits_of(dense, xte)
     dense_acc = float((ref.argmax(1) == yte).mean())
-    print(f"dense: test accuracy {dense_acc:.4f} after {args.epochs} epochs ({time.perf_counter() - t0:.0f} s)",
-          flush=True)
+    print(f"seed {seed}: dense test accuracy {dense_acc:.4f} after {args.epochs} epochs "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
     calib = CalibrationData({"input": xtr[:args.calib]}, "digits-train")
-    rows = []
+    rows, commit = [], code_commit()
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "digits_resnet.onnx"
         export_keeping_bn(dense, src)
@@ -160,7 +177,8 @@ def main() -> None:
         runs = [(b, c, s) for b in args.budgets.split(",") for c in args.criteria.split(",")
                 for s in args.searches.split(",")] + [(b, "l1", "uniform") for b in args.budgets.split(",")]
         for budget, criterion, search in runs:
-            row: dict = {"budget": f"{budget}%", "criterion": criterion, "search": search}
+            row: dict = {"seed": seed, "budget": f"{budget}%", "criterion": criterion, "search": search,
+                         "dense_accuracy": dense_acc, "commit": commit}
             t0 = time.perf_counter()
             try:
                 res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
@@ -181,38 +199,67 @@ def main() -> None:
                         "search_seconds": round(time.perf_counter() - t0, 1)})
             reestimate_bn(pruned, calib.samples["input"])
             row["accuracy_bn"] = float((logits_of(pruned, xte).argmax(1) == yte).mean())
-            train(pruned, xtr, ytr, args.finetune_epochs, 0.02, args.seed)
+            train(pruned, xtr, ytr, args.finetune_epochs, 0.02, seed)
             row["accuracy_finetuned"] = float((logits_of(pruned, xte).argmax(1) == yte).mean())
             rows.append(row)
             print(json.dumps(row), flush=True)
-    write_results(Path(args.out), rows, dense_acc, args)
+    return rows
 
 
-def write_results(out: Path, rows: list[dict], dense_acc: float, args: argparse.Namespace) -> None:
+def write_results(out: Path, rows: list[dict], args: argparse.Namespace) -> None:
+    """JSON (every row) and Markdown: the mean over seeds per budget x criterion x search, then every row."""
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"task": "sklearn digits upsampled to 32x32, 30% held out", "dense_accuracy": dense_acc,
+    dense = {r["seed"]: r.get("dense_accuracy") for r in rows}
+    meta = {"task": "sklearn digits upsampled to 32x32, 30% held out", "dense_accuracy_by_seed": dense,
             "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "calib_samples": args.calib,
-            "target": "ort-cpu, 1 thread", "commit": code_commit()}
+            "target": "ort-cpu, 1 thread", "commits": sorted({r.get("commit", "unknown") for r in rows})}
     (out / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    md = [f"# Quality at equal measured latency (digits, dense test accuracy {100 * dense_acc:.2f}%)", "",
+    known = ", ".join(f"{100 * a:.2f}% (seed {s})" for s, a in sorted(dense.items()) if a is not None)
+    md = [f"# Quality at equal measured latency (digits; dense test accuracy {known or 'see rows'})", "",
           f"Fine-tune: {args.finetune_epochs} epochs for every row. Latency: ort-cpu, 1 thread, medians. "
-          f"Code: commit {meta['commit']}.", "",
+          f"Code: {', '.join(meta['commits'])}.", "",
           "`final / baseline` is the pruned and the original network timed side by side in interleaved rounds "
           "after the search (the budget is a share of that baseline).", "",
           "acc (BN) = after re-estimating BatchNorm statistics on the calibration samples only (no "
           "labels, no gradient); acc (FT) = then the same short fine-tune for every row. merged = channels "
-          "`similarity` folded into a kept twin instead of removing them.", "",
-          "| budget | criterion | search | final / baseline | MACs after/before | acc (no FT) | acc (BN) | acc (FT) "
-          "| top-1 agree | KL | merged |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+          "`similarity` folded into a kept twin instead of removing them.", ""]
+    md += summary_table(rows)
+    md += ["", "## Every row", "",
+           "| seed | budget | criterion | search | final / baseline | MACs after/before | acc (no FT) | acc (BN) "
+           "| acc (FT) | top-1 agree | KL | merged |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        head = f"| {r['seed']} | {r['budget']} | {r['criterion']} | {r['search']} "
         if "error" in r:
-            md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | unreachable | | | | | | | |")
+            md.append(head + "| unreachable | | | | | | | |")
             continue
-        md.append(f"| {r['budget']} | {r['criterion']} | {r['search']} | {100 * r['final_ms'] / r['baseline_ms']:.0f}% "
+        md.append(head + f"| {100 * r['final_ms'] / r['baseline_ms']:.0f}% "
                   f"| {r['macs_ratio']:.3f} | {100 * r['accuracy']:.2f}% | {_pct(r.get('accuracy_bn'))} "
                   f"| {100 * r['accuracy_finetuned']:.2f}% "
                   f"| {100 * r['top1_agreement']:.1f}% | {r['kl']:.3f} | {r.get('merged_channels', 0)} |")
     (out / "quality.md").write_text("\n".join(md) + "\n")
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """Mean (and range) over seeds of each budget x criterion x search that ran in every seed."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in rows:
+        if "error" not in r:
+            groups.setdefault((r["budget"], r["criterion"], r["search"]), []).append(r)
+    seeds = len({r["seed"] for r in rows})
+    md = [f"## Mean over seeds ({seeds} seed{'s' if seeds > 1 else ''}; n = rows averaged)", "",
+          "| budget | criterion | search | n | final / baseline | MACs after/before | acc (BN): mean (min-max) "
+          "| acc (FT) | KL |", "|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(groups, key=lambda k: (-int(k[0].rstrip("%")), k[2] == "uniform", k[1], k[2]))
+    for key in order:
+        g = groups[key]
+        bn = [r["accuracy_bn"] for r in g]
+        md.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(g)} "
+                  f"| {100 * np.mean([r['final_ms'] / r['baseline_ms'] for r in g]):.0f}% "
+                  f"| {np.mean([r['macs_ratio'] for r in g]):.3f} "
+                  f"| {100 * np.mean(bn):.2f}% ({100 * min(bn):.1f}-{100 * max(bn):.1f}) "
+                  f"| {100 * np.mean([r['accuracy_finetuned'] for r in g]):.2f}% "
+                  f"| {np.mean([r['kl'] for r in g]):.3f} |")
+    return md
 
 
 def _pct(value: float | None) -> str:
