@@ -138,6 +138,9 @@ def main() -> None:
                                     "macs_ratio": rep["macs_after"] / rep["macs_before"],
                                     "params_ratio": rep["params_after"] / rep["params_before"],
                                     "search_seconds": rep["seconds"]["search"], "searches": len(rep["attempts"]),
+                                    # which timings decided it (e.g. uniform's rechecks of a suspect reading)
+                                    "confirmations_by_kind": dict(Counter(c.get("kind", "confirmed")
+                                                                          for c in rep["confirmations"])),
                                     "in_process_final_ms": rep["final"]["median_ms"],
                                     "in_process_baseline_ms": rep["baseline_fresh"]["median_ms"],
                                     "total_seconds": time.perf_counter() - t0})
@@ -147,6 +150,7 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     write_results(Path(args.out), rows, e2e, args.threads)
     write_results(Path(args.out), rows, e2e, args.threads)
+
 
 def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: int) -> None:
     """budget.json + budget.md from the rows so far (called after every row: a long run killed
