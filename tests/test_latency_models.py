@@ -137,6 +137,35 @@ def test_lut_and_predictor_consistency(tmp_path, r18) -> None:
     assert (pred.coef >= 0).all()
 
 
+def test_predictor_sees_unaligned_depthwise_widths(tmp_path, torchvision_onnx, r18) -> None:
+    """Depthwise layers whose kept width is off a multiple of 4 are counted (their activation
+    elements): random unaligned widths made MobileNetV2 variants slower than the original."""
+    from hwprune_fx.cost_models.predictor import UNALIGNED_DEPTHWISE
+
+    loaded = load_onnx_model(torchvision_onnx("mobilenet_v2", 32))
+    analysis = analyze_dependencies(loaded.channel_graph)
+    ch = LayerChannels.build(analysis, find_layers(loaded.graph))
+    lut = LutCostModel.profile(ch, create_backend("ort-cpu", timing=FAST, cache_dir=tmp_path), points=2)
+    pred = PredictorCostModel(lut, analysis)
+    assert pred.feature_names()[-1] == f"depthwise_off_{UNALIGNED_DEPTHWISE}_Melems"
+    full = np.ones(analysis.num_units, bool)
+    assert pred.features(full)[-1] == 0.0                      # torchvision's widths are multiples of 8
+    depthwise = [i for i, layer in enumerate(ch.layers) if layer.group > 1 and layer.group == layer.in_channels]
+    i = depthwise[3]
+    free = np.flatnonzero(~analysis.unit_pinned)
+    unit = np.intersect1d(ch.out_units[i], free)[0]            # one channel of that depthwise layer
+    off = full.copy()
+    off[unit] = False
+    cin, cout = ch.counts(off, i)
+    layer = ch.layers[i]
+    expected = sum(c * np.prod(s[2:]) / 1e6 for c, s in ((cin, layer.input_shape), (cout, layer.output_shape)))
+    assert cin % UNALIGNED_DEPTHWISE and pred.features(off)[-1] == pytest.approx(expected)
+    # ResNet-18 has no depthwise layer, so no such column (names only: no sweep is read)
+    _, r18_analysis, r18_ch = r18
+    r18_pred = PredictorCostModel(LutCostModel(r18_ch, [], []), r18_analysis)
+    assert not any(name.startswith("depthwise_off") for name in r18_pred.feature_names())
+
+
 def test_torch_target_times_modules_and_onnx_through_onnx2torch(r18) -> None:
     import onnx
     import torch
