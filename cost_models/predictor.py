@@ -9,9 +9,10 @@ pruned variants, so that it learns fusion and fixed overheads a per-layer sum mi
 
 Why the depthwise term: on ort-cpu, random unaligned widths made MobileNetV2 variants up to
 1.39x *slower* than the unpruned network, which no amount-of-work feature can express. Refitted
-on the same measured variants (benchmarks/results/cost_model_accuracy.json, 2026-12-05), this
-term took the held-out error from 10.0% to 6.2% on MobileNetV2 and from 7.6% to 6.2% on
-EfficientNet-B0. Multiples of 2, 8 and 16 did worse (8.4%, 7.8%, 8.8% on MobileNetV2).
+on measured variants (2026-12-05, benchmarks/results/cost_model_accuracy.md), it took the
+held-out error from 10.0% to 6.2% on MobileNetV2 and from 7.6% to 6.2% on EfficientNet-B0
+(multiples of 2, 8 and 16 did worse there), and on a fresh draw of variants from 5.1% to 3.8%
+and from 9.5% to 7.0%.
 
 The fit is non-negative least squares: every feature is an amount of work, and more work
 never makes a network faster. Unconstrained (ridge) fits on 30 noisy samples traded large

