@@ -56,11 +56,10 @@ class PredictorCostModel:
                 shape = a.graph.shape(t)
                 elems[a.slots.ids(t)] = float(np.prod(shape)) / max(shape[a.slots.axis[t]], 1) / 1e6
             self._slot_units, self._slot_elems = a.labels, elems
-        layers = self.lut.channels.layers
-        # per depthwise layer: (index, elements per input channel, per output channel) in millions
-        self._depthwise = [(i, float(np.prod(layer.input_shape[2:])) / 1e6,
-                            float(np.prod(layer.output_shape[2:])) / 1e6)
-                           for i, layer in enumerate(layers) if self._kind(layer) == "depthwise"]
+        # depthwise layer index -> elements per input channel, per output channel (millions)
+        self._depthwise = {i: (float(np.prod(layer.input_shape[2:])) / 1e6,
+                               float(np.prod(layer.output_shape[2:])) / 1e6)
+                           for i, layer in enumerate(self.lut.channels.layers) if self._kind(layer) == "depthwise"}
 
     @staticmethod
     def _kind(layer) -> str:
@@ -76,26 +75,19 @@ class PredictorCostModel:
 
     def features(self, keep: np.ndarray) -> np.ndarray:
         per_kind = dict.fromkeys(self.kinds, 0.0)
-        changed = 0
+        changed, unaligned = 0, 0.0
         full = np.ones_like(keep)
         for i, layer in enumerate(self.lut.channels.layers):
             per_kind[self._kind(layer)] += self.lut.layer_ms(keep, i)
-            if self.lut.channels.counts(keep, i) != self.lut.channels.counts(full, i):
+            cin, cout = counts = self.lut.channels.counts(keep, i)
+            if counts != self.lut.channels.counts(full, i):
                 changed += 1
+            if i in self._depthwise and (cin % UNALIGNED_DEPTHWISE or cout % UNALIGNED_DEPTHWISE):
+                per_in, per_out = self._depthwise[i]   # activation elements (millions, input + output)
+                unaligned += cin * per_in + cout * per_out
         traffic = [] if self._slot_units is None else [float(keep[self._slot_units] @ self._slot_elems)]
-        unaligned = [self._unaligned_depthwise(keep)] if self._depthwise else []
         return np.array([1.0, *per_kind.values(), self.flops.predict(keep) / 1e3, changed / 10.0, *traffic,
-                         *unaligned])
-
-    def _unaligned_depthwise(self, keep: np.ndarray) -> float:
-        """Activation elements (millions, input + output) of depthwise layers whose kept width is
-        not a multiple of ``UNALIGNED_DEPTHWISE``."""
-        total = 0.0
-        for i, per_in, per_out in self._depthwise:
-            cin, cout = self.lut.channels.counts(keep, i)
-            if cin % UNALIGNED_DEPTHWISE or cout % UNALIGNED_DEPTHWISE:
-                total += cin * per_in + cout * per_out
-        return total
+                         *([unaligned] if self._depthwise else [])])
 
     def fit(self, configs: Sequence[np.ndarray], measured_ms: Sequence[float]) -> "PredictorCostModel":
         """Non-negative least squares of ``measured_ms`` on the features, each relative error
