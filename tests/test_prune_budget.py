@@ -194,30 +194,36 @@ def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) ->
     assert final.median_ms / base.median_ms == 1.0
 
 
-@pytest.mark.parametrize("second_median", [0.9, 1.05])
-def test_a_recheck_failing_only_by_its_spread_penalty_is_timed_once_more(second_median: float) -> None:
-    """A recheck whose median meets the budget, with one noisy round's spread on top, is timed
-    again; one whose median itself is over the budget is not (no third timing)."""
-    import numpy as np
-
+def _scripted_meter(pairs, timed: list[int]):
+    """A meter for a 10 ms budget (50% of a 20 ms baseline) whose side-by-side timings are
+    ``pairs``' (original, candidate samples), in order; ``timed`` gets each call's rounds."""
     from hwprune_fx.search.budget import parse_budget
     from hwprune_fx.search.candidate_meter import CandidateMeter
     from hwprune_fx.targets import create_backend
     from hwprune_fx.targets.measurement import summarize
 
     backend = create_backend("ort-cpu", use_cache=False)
-    pairs = iter([(20.0, [9.0, 9.5, 15.0]),                     # median 0.95 of the budget; one noisy round
-                  (20.0, [10 * second_median] * 3),              # quiet: spread 0
-                  (20.0, [9.0] * 3)])                           # must not be reached
-    timed: list[int] = []
+    scripted = iter(pairs)
 
     class Meter(CandidateMeter):
         def _beside_original(self, candidates, rounds):
-            base, samples = next(pairs)
+            base, samples = next(scripted)
             timed.append(rounds)
             return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)]
 
-    meter = Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
+    return Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
+
+
+@pytest.mark.parametrize("second_median", [0.9, 1.05])
+def test_a_recheck_failing_only_by_its_spread_penalty_is_timed_once_more(second_median: float) -> None:
+    """A recheck whose median meets the budget, with one noisy round's spread on top, is timed
+    again; one whose median itself is over the budget is not (no third timing)."""
+    import numpy as np
+
+    timed: list[int] = []
+    meter = _scripted_meter([(20.0, [9.0, 9.5, 15.0]),                # median 0.95 of the budget; one noisy round
+                             (20.0, [10 * second_median] * 3),         # quiet: spread 0
+                             (20.0, [9.0] * 3)], timed)                # must not be reached
     ms = meter.recheck(np.ones(4, bool))
     assert len(timed) == 2 and [c["kind"] for c in meter.confirmations] == ["rechecked", "rechecked-again"]
     assert meter.confirmations[0]["confirmed_ms"] > 10.0        # 9.5 + half the spread: failed by the penalty
@@ -227,18 +233,6 @@ def test_a_recheck_failing_only_by_its_spread_penalty_is_timed_once_more(second_
 def test_a_recheck_over_the_budget_by_its_median_is_not_timed_again() -> None:
     import numpy as np
 
-    from hwprune_fx.search.budget import parse_budget
-    from hwprune_fx.search.candidate_meter import CandidateMeter
-    from hwprune_fx.targets import create_backend
-    from hwprune_fx.targets.measurement import summarize
-
-    backend = create_backend("ort-cpu", use_cache=False)
     timed: list[int] = []
-
-    class Meter(CandidateMeter):
-        def _beside_original(self, candidates, rounds):
-            timed.append(rounds)
-            return [summarize("ort-cpu", [20.0] * 3, 0, 1), summarize("ort-cpu", [10.5, 11.0, 11.5], 0, 1)]
-
-    meter = Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
+    meter = _scripted_meter([(20.0, [10.5, 11.0, 11.5]), (20.0, [9.0] * 3)], timed)
     assert meter.recheck(np.ones(4, bool)) > 10.0 and len(timed) == 1
