@@ -173,17 +173,19 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
           f"Per model: the predictor is fitted on {args.fit} random variants and every cost model is scored on "
           f"{args.variants} others. Each variant is timed beside the original in interleaved rounds, in one or more "
           "pairs of new sessions (sessions x rounds x runs per round in the table); its latency is the median "
-          "variant/original ratio x the original's median over the whole run. `FLOPs` is MACs scaled by one factor fitted on the same variants. "
+          "variant/original ratio x the original's median over the whole run. `FLOPs` is MACs scaled by one factor "
+          "fitted on the same variants. "
           f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
           f"{os.cpu_count()} cores.", "",
-          "| model | commit | baseline ms | held-out latency range | sessions x rounds x runs | predictor MAPE | predictor worst | "
-          "predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
+          "| model | commit | baseline ms | held-out latency range | sessions x rounds x runs | predictor MAPE | "
+          "predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
         held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
         md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['baseline_ms']:.2f} | "
-                  f"{held.min():.2f}-{held.max():.2f}x | {r.get('sessions', 1)} x {r['rounds']} x {r['repeat']} | {p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
+                  f"{held.min():.2f}-{held.max():.2f}x | {r.get('sessions', 1)} x {r['rounds']} x {r['repeat']} | "
+                  f"{p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
                   f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} | {_rep(r, 'mape_pct', '%')} "
                   f"| {_rep(r, 'spearman')} |")
     md += ["", "`re-measured`: the first held-out variants timed a second time the same way, scored against the "
