@@ -116,7 +116,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))
     row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
            "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
-           "commit": code_commit(),
+           "seed": seed, "commit": code_commit(),
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),

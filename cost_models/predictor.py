@@ -8,11 +8,10 @@ whose kept width is not a multiple of 4; fitted to whole-network measurements of
 pruned variants, so that it learns fusion and fixed overheads a per-layer sum misses.
 
 Why the depthwise term: on ort-cpu, random unaligned widths made MobileNetV2 variants up to
-1.39x *slower* than the unpruned network, which no amount-of-work feature can express. Refitted
-on measured variants (2026-12-05, benchmarks/results/cost_model_accuracy.md), it took the
-held-out error from 10.0% to 6.2% on MobileNetV2 and from 7.6% to 6.2% on EfficientNet-B0
-(multiples of 2, 8 and 16 did worse there), and on a fresh draw of variants from 5.1% to 3.8%
-and from 9.5% to 7.0%.
+1.39x *slower* than the unpruned network, which no amount-of-work feature can express. On the
+same measured variants it takes the held-out error from 4.7% to 3.3% on MobileNetV2 and from
+9.6% to 6.8% on EfficientNet-B0 (benchmarks/results/predictor_ablation.md). The multiple, 4,
+was picked on another draw of variants, where 2, 8 and 16 did worse.
 
 The fit is non-negative least squares: every feature is an amount of work, and more work
 never makes a network faster. Unconstrained (ridge) fits on 30 noisy samples traded large
@@ -42,6 +41,7 @@ class PredictorCostModel:
     lut: LutCostModel
     analysis: DependencyAnalysis | None = None
     coef: np.ndarray | None = None
+    unaligned_depthwise: bool = True   # the depthwise term; off only to measure what it buys
     name: str = field(default="predictor", init=False)
 
     def __post_init__(self) -> None:
@@ -59,7 +59,8 @@ class PredictorCostModel:
         # depthwise layer index -> elements per input channel, per output channel (millions)
         self._depthwise = {i: (float(np.prod(layer.input_shape[2:])) / 1e6,
                                float(np.prod(layer.output_shape[2:])) / 1e6)
-                           for i, layer in enumerate(self.lut.channels.layers) if self._kind(layer) == "depthwise"}
+                           for i, layer in enumerate(self.lut.channels.layers)
+                           if self.unaligned_depthwise and self._kind(layer) == "depthwise"}
 
     @staticmethod
     def _kind(layer) -> str:

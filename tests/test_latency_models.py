@@ -160,6 +160,9 @@ def test_predictor_sees_unaligned_depthwise_widths(tmp_path, torchvision_onnx, r
     layer = ch.layers[i]
     expected = sum(c * np.prod(s[2:]) / 1e6 for c, s in ((cin, layer.input_shape), (cout, layer.output_shape)))
     assert cin % UNALIGNED_DEPTHWISE and pred.features(off)[-1] == pytest.approx(expected)
+    without = PredictorCostModel(lut, analysis, unaligned_depthwise=False)   # the ablation's switch
+    assert without.feature_names() == pred.feature_names()[:-1]
+    assert np.array_equal(without.features(off), pred.features(off)[:-1])
     # ResNet-18 has no depthwise layer, so no such column (names only: no sweep is read)
     _, r18_analysis, r18_ch = r18
     r18_pred = PredictorCostModel(LutCostModel(r18_ch, [], []), r18_analysis)
