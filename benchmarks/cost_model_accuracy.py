@@ -73,15 +73,20 @@ def side_by_side(backend, original, variant, rounds: int, sessions: int = 1) -> 
     return float(np.median(per_session)), orig_all, float(np.median(var_all))
 
 
-def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int,
-              sessions: int = 1) -> dict:
-    t0 = time.perf_counter()
+def load_zoo_model(name: str):
+    """A zoo model exported to ONNX and loaded, its dependency analysis and its layers' channels."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         export_onnx(build_model(name), input_shape_for(name), path)
         loaded = load_onnx_model(path)
     analysis = analyze_dependencies(loaded.channel_graph)
-    channels = LayerChannels.build(analysis, find_layers(loaded.graph))
+    return loaded, analysis, LayerChannels.build(analysis, find_layers(loaded.graph))
+
+
+def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int,
+              sessions: int = 1) -> dict:
+    t0 = time.perf_counter()
+    loaded, analysis, channels = load_zoo_model(name)
     t1 = time.perf_counter()
     lut = LutCostModel.profile(channels, backend)
     profile_s = time.perf_counter() - t1

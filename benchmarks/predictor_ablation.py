@@ -11,33 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from cost_model_accuracy import random_keep, scores
+from cost_model_accuracy import load_zoo_model, random_keep, scores
 from provenance import code_commit
 
-from hwprune_fx.analysis import analyze_dependencies
-from hwprune_fx.cost_models import LayerChannels
 from hwprune_fx.cost_models.lut import LutCostModel
 from hwprune_fx.cost_models.predictor import PredictorCostModel
-from hwprune_fx.pipeline import load_onnx_model
-from hwprune_fx.profiling.layers import find_layers
 from hwprune_fx.targets import TimingConfig, create_backend
-from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def run_model(row: dict, seed: int, threads: int) -> dict:
     name = row["model"]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        export_onnx(build_model(name), input_shape_for(name), path)
-        loaded = load_onnx_model(path)
-    analysis = analyze_dependencies(loaded.channel_graph)
-    channels = LayerChannels.build(analysis, find_layers(loaded.graph))
+    _, analysis, channels = load_zoo_model(name)
     backend = create_backend("ort-cpu", timing=TimingConfig(warmup=3, repeat=5, threads=threads), use_cache=False)
     lut = LutCostModel.profile(channels, backend)
     truth, fit = np.array(row["truth_ms"]), row["fitted_on"]
