@@ -1,21 +1,39 @@
 """Latency vs kept channels for one layer: the staircase (HILP), cached on disk.
 
-Cache key: (target settings incl. runtime version and threads, layer signature, axis,
-channel counts), so that a second run is instant and a new runtime re-measures.
+The counts are timed in interleaved rounds (each round times every count once, in a rotating
+order) and each point is the median of its round medians. Timed one after another, a point
+that met a moment of machine noise stayed wrong: on the digits ResNet of
+``benchmarks/quality.py``, one busy-machine profile read a 64-channel conv's full width 30%
+slower than its twin layer's, and Opti-Cut then cut that layer first, for a network that was
+no faster and lost accuracy (99.4% -> 97.8% at 60% latency, 91.5% -> 75.7% at 40%).
+
+Cache key: (target settings incl. runtime version and threads, how the points are timed,
+layer signature, axis, channel counts), so that a second run is instant and a new runtime
+re-measures.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
 from hwprune_fx.profiling.layers import Layer, synthetic_layer_model
-from hwprune_fx.targets.base import Backend
+from hwprune_fx.targets.base import Backend, TimingConfig
 
-__all__ = ["Sweep", "sweep_layer", "default_counts"]
+__all__ = ["Sweep", "sweep_layer", "default_counts", "SWEEP_ROUNDS"]
+
+#: rounds over all counts; each block runs a third of the backend's repeats (so a sweep costs
+#: about what one block per count did) and at least ``MIN_BLOCK_SECONDS``: a 20 us layer timed
+#: 20 times is a 0.4 ms window, which one interruption fills
+SWEEP_ROUNDS = 3
+MIN_BLOCK_SECONDS = 0.003
+#: above this many weight bytes over all counts (full width x counts), the counts are not all
+#: held at once (VGG's 25088x4096 classifier is 400 MB per count)
+KEEP_OPEN_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -56,24 +74,35 @@ def _axis_for(layer: Layer, axis: str) -> str:
 
 
 def sweep_layer(layer: Layer, backend: Backend, axis: str = "out", counts: Sequence[int] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> Sweep:
-    """Time ``layer`` rebuilt at each count of output (or input) channels; the other stays full."""
+                progress: Callable[[int, int], None] | None = None, rounds: int = SWEEP_ROUNDS) -> Sweep:
+    """Time ``layer`` rebuilt at each count of output (or input) channels; the other stays full.
+
+    ``progress(done, total)`` is called after each round.
+    """
     axis = _axis_for(layer, axis)
     full = layer.in_channels if axis in ("in", "both") else layer.out_channels
     counts = list(counts) if counts is not None else default_counts(full)
-    key = hashlib.sha256(json.dumps([backend.settings(), layer.signature(), axis, counts],
-                                    sort_keys=True).encode()).hexdigest()[:40]
+    block = block_timing(backend.timing, rounds)
+    key = hashlib.sha256(json.dumps([backend.settings(), {"rounds": rounds, "block": block.key()},
+                                     layer.signature(), axis, counts], sort_keys=True).encode()).hexdigest()[:40]
     path = backend.cache_dir / "sweeps" / f"{key}.json"
     if backend.use_cache and path.exists():
         d = json.loads(path.read_text())
         return Sweep(d["layer"], d["axis"], tuple(d["counts"]), tuple(d["ms"]))
-    ms = []
-    for i, c in enumerate(counts):
-        cin = c if axis in ("in", "both") else layer.in_channels
-        cout = c if axis == "out" else layer.out_channels
-        ms.append(backend.measure(synthetic_layer_model(layer, cin, cout)).median_ms)
-        if progress:
-            progress(i + 1, len(counts))
+
+    def build(c: int):
+        return synthetic_layer_model(layer, c if axis in ("in", "both") else layer.in_channels,
+                                     c if axis == "out" else layer.out_channels)
+
+    timer = backend.with_timing(block)
+    if np.asarray(layer.nodes[0].inputs[1].values).nbytes * len(counts) <= KEEP_OPEN_BYTES:
+        ms = _interleaved_medians(timer, [build(c) for c in counts], rounds, progress)
+    else:  # one count at a time, its blocks in a row: bounded memory, less drift-proof
+        ms = []
+        for i, c in enumerate(counts):
+            ms.append(_interleaved_medians(timer, [build(c)], rounds, None)[0])
+            if progress:
+                progress(i + 1, len(counts))
     result = Sweep(layer.name, axis, tuple(counts), tuple(ms))
     if backend.use_cache:
         from hwprune_fx.emit.files import write_json_atomic
@@ -81,3 +110,23 @@ def sweep_layer(layer: Layer, backend: Backend, axis: str = "out", counts: Seque
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, result.to_dict())
     return result
+
+
+def block_timing(timing: TimingConfig, rounds: int) -> TimingConfig:
+    """One round's block: ``timing.repeat / rounds`` runs (at least 3) covering at least
+    ``MIN_BLOCK_SECONDS``."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    return replace(timing, repeat=max(3, -(-timing.repeat // rounds)),
+                   min_seconds=max(timing.min_seconds, MIN_BLOCK_SECONDS))
+
+
+def _interleaved_medians(backend: Backend, models: list, rounds: int,
+                         progress: Callable[[int, int], None] | None) -> list[float]:
+    """Per model, the median of its ``rounds`` block medians, blocks interleaved across models."""
+    from hwprune_fx.targets.side_by_side import round_medians
+
+    done = iter(range(1, rounds + 1))
+    per_model, _ = round_medians(backend, models, rounds,
+                                 progress=(lambda msg: progress(next(done), rounds)) if progress else None)
+    return [statistics.median(blocks) for blocks in per_model]

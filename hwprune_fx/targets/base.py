@@ -7,6 +7,7 @@ target, settings) so that asking twice costs nothing.
 from __future__ import annotations
 
 import abc
+import copy
 import hashlib
 import json
 import os
@@ -68,6 +69,12 @@ class Backend(abc.ABC):
         self.timing = timing or TimingConfig()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.use_cache = use_cache
+
+    def with_timing(self, timing: TimingConfig) -> "Backend":
+        """The same backend (shared compile caches and database) timing with ``timing``."""
+        clone = copy.copy(self)
+        clone.timing = timing
+        return clone
 
     def settings(self) -> dict[str, Any]:
         """Everything besides the model that changes the number (versions, threads, flags)."""

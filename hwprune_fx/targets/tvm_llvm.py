@@ -22,7 +22,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import onnx
@@ -171,7 +171,18 @@ class TvmLlvmBackend(Backend):
 
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
         executable = self.compile(model, feeds)
-        untuned = self._last_report.still_untuned if self._last_report else 0
+        return self._time_executable(executable, model, feeds, self._last_report)
+
+    def block_timer(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Callable[[], Measurement]:
+        """Compiled once here; each block only times (the compile cache keeps a few models, and
+        interleaved rounds over more would compile every block again)."""
+        executable = self.compile(model, feeds)
+        report = self._last_report
+        return lambda: self._time_executable(executable, model, feeds, report)
+
+    def _time_executable(self, executable: Any, model: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                         report: Any) -> Measurement:
+        untuned = report.still_untuned if report else 0
         with self._vm(executable, model) as (vm, dev, threads):
             vm.set_input("main", *self._inputs(model, feeds, dev))
             samples = _time_vm(vm, dev, self.timing)
