@@ -1,8 +1,10 @@
 """``lut`` (HFP): sum of per-layer latencies looked up in measured channel sweeps.
 
 Each layer is swept along its output channels (inputs full) and its input channels
-(outputs full); a configuration's latency is ``L_out(cout) * L_in(cin) / L_full`` —
+(outputs full); a configuration's latency is ``L_out(cout) * L_in(cin) / L_in(full)`` —
 separable in the two counts, as a conv's work is — interpolated between measured points.
+The input sweep contributes only a ratio within itself: its points were timed side by side,
+while its full-width point and the output sweep's were not.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class LutCostModel:
         self.channels = channels
         self.sweeps_out = sweeps_out
         self.sweeps_in = sweeps_in
-        self.full = [s.ms[-1] for s in sweeps_out]
+        self.full_in = [s.ms[-1] if s is not None else None for s in sweeps_in]
 
     @classmethod
     def profile(cls, channels: LayerChannels, backend: Backend, points: int = 8,
@@ -64,8 +66,8 @@ class LutCostModel:
         if s_out.axis == "both":
             return s_out.at(cin)
         ms = s_out.at(cout)
-        if s_in is not None and self.full[i] > 0:
-            ms *= s_in.at(cin) / self.full[i]
+        if s_in is not None and self.full_in[i] > 0:
+            ms *= s_in.at(cin) / self.full_in[i]
         return ms
 
     def predict(self, keep: np.ndarray) -> float:
