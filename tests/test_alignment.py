@@ -464,6 +464,8 @@ def test_uniform_search_times_a_suspect_failure_again(tmp_path: Path, recheck_ag
     res = uniform_search(analysis, scores, measure, budget, base, recheck=recheck)
     assert plain.reached and plain.measured_ms < 0.95 * budget   # the lie cost the plain bisection
     assert rechecked == lied                                    # the suspect, timed once more
+    # the timing that accepted the result is in the search's steps (the report lists them)
+    assert res.measured_ms in [step.measured_ms for step in res.history]
     if recheck_agrees:
         assert 0.95 * budget < res.measured_ms <= budget and res.keep.sum() == res.measured_ms
     else:

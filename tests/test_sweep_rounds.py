@@ -52,15 +52,18 @@ def conv_layer(torchvision_onnx):
     return next(layer for layer in layers if layer.op_type == "Conv" and layer.out_channels == 64)
 
 
-def test_one_disturbed_block_does_not_move_a_point(tmp_path, conv_layer) -> None:
+def test_one_disturbed_block_does_not_move_a_point(conv_layer) -> None:
     counts = [16, 32, 48, 64]
     backend = ScriptedBackend(slow_block=5, slow_factor=1.5, use_cache=False)
-    sweep = sweep_layer(conv_layer, backend, "out", counts)
+    seen: list[tuple[int, int]] = []
+    sweep = sweep_layer(conv_layer, backend, "out", counts, progress=lambda i, n: seen.append((i, n)))
     assert sweep.ms == pytest.approx([c / 100 for c in counts])
     assert len(backend.calls) == 3 * len(counts)
     # every round times every count, the first count rotating: no count is always first
     rounds = [backend.calls[i:i + 4] for i in range(0, 12, 4)]
     assert all(sorted(r) == counts for r in rounds) and len({r[0] for r in rounds}) == 3
+    # progress: each count as it is compiled, then each round
+    assert seen == [(i, 7) for i in range(1, 8)]
 
 
 def test_one_round_would_have_kept_the_disturbance(conv_layer) -> None:

@@ -2,10 +2,10 @@
 
 The counts are timed in interleaved rounds (each round times every count once, in a rotating
 order) and each point is the median of its round medians. Timed one after another, a point
-that met a moment of machine noise stayed wrong: on the digits ResNet of
-``benchmarks/quality.py``, one busy-machine profile read a 64-channel conv's full width 30%
-slower than its twin layer's, and Opti-Cut then cut that layer first, for a network that was
-no faster and lost accuracy (99.4% -> 97.8% at 60% latency, 91.5% -> 75.7% at 40%).
+that met a moment of machine noise stayed in the look-up table, and Opti-Cut, which divides
+importance by the milliseconds the table says a cut saves, cut the misjudged layer first
+(``benchmarks/results/quality.md``: information gain + Opti-Cut at 40% kept 80.6% accuracy
+before this change and 86.2% after, mean of 3 seeds).
 
 Cache key: (target settings incl. runtime version and threads, how the points are timed,
 layer signature, axis, channel counts), so that a second run is instant and a new runtime
@@ -77,7 +77,8 @@ def sweep_layer(layer: Layer, backend: Backend, axis: str = "out", counts: Seque
                 progress: Callable[[int, int], None] | None = None, rounds: int = SWEEP_ROUNDS) -> Sweep:
     """Time ``layer`` rebuilt at each count of output (or input) channels; the other stays full.
 
-    ``progress(done, total)`` is called after each round.
+    ``progress(done, total)`` is called as each count is compiled (a TVM target may tune
+    then) and after each round.
     """
     axis = _axis_for(layer, axis)
     full = layer.in_channels if axis in ("in", "both") else layer.out_channels
@@ -126,7 +127,20 @@ def _interleaved_medians(backend: Backend, models: list, rounds: int,
     """Per model, the median of its ``rounds`` block medians, blocks interleaved across models."""
     from hwprune_fx.targets.side_by_side import round_medians
 
-    done = iter(range(1, rounds + 1))
-    per_model, _ = round_medians(backend, models, rounds,
-                                 progress=(lambda msg: progress(next(done), rounds)) if progress else None)
+    total = len(models) + rounds
+    done = iter(range(1, total + 1))
+    tick = (lambda *_: progress(next(done), total)) if progress else None
+    per_model, _ = round_medians(_Compiling(backend, tick) if tick else backend, models, rounds, progress=tick)
     return [statistics.median(blocks) for blocks in per_model]
+
+
+class _Compiling:
+    """``backend`` that reports each model it compiles for a block timer."""
+
+    def __init__(self, backend: Backend, tick: Callable[[], None]) -> None:
+        self.backend, self.tick = backend, tick
+
+    def block_timer(self, model, feeds):
+        timer = self.backend.block_timer(model, feeds)
+        self.tick()
+        return timer

@@ -66,6 +66,7 @@ def uniform_search(analysis: DependencyAnalysis, scores: np.ndarray, measure: Ca
         suspect = points[lo]
         ms = recheck(suspect)
         seen[np.packbits(suspect).tobytes()] = ms
+        history.append(SearchStep(len(history), int((~suspect).sum()), float("nan"), ms))
         say(f"uniform ratio {lo:.3f} timed again: {ms:.3f} ms (best so far {best[1]:.3f} ms, "
             f"{100 * best[1] / budget_ms:.0f}% of the budget)")
         if ms > budget_ms:
