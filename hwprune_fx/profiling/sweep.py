@@ -3,9 +3,9 @@
 The counts are timed in interleaved rounds (each round times every count once, in a rotating
 order) and each point is the median of its round medians. Timed one after another, a point
 that met a moment of machine noise stayed in the look-up table, and Opti-Cut, which divides
-importance by the milliseconds the table says a cut saves, cut the misjudged layer first
-(``benchmarks/results/quality.md``: information gain + Opti-Cut at 40% kept 80.6% accuracy
-before this change and 86.2% after, mean of 3 seeds).
+importance by the milliseconds the table says a cut saves, cut the misjudged layer first:
+on the digits ResNet of ``benchmarks/quality.py`` one busy-machine profile read a conv 30%
+slow at full width, and the plan Opti-Cut built on it lost accuracy for no speed.
 
 Cache key: (target settings incl. runtime version and threads, how the points are timed,
 layer signature, axis, channel counts), so that a second run is instant and a new runtime
