@@ -171,9 +171,11 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
     margins = " or ".join(sorted({f"{100 * r.get('margin', 0.0):.0f}%" for r in rows}))
     counts = Counter(len(r.get("fresh_processes", [None])) for r in rows if "final_ms" in r)
     processes = ", ".join(f"{n} per row in {k} rows" for n, k in sorted(counts.items(), reverse=True))
+    worst = summary["worst_overshoot_pct"]
+    overshoot = (f"worst overshoot {worst:.1f}%" if worst > 0
+                 else f"no overshoot (the fullest row uses {100 + worst:.1f}% of its budget)")
     md = [f"# Budget table (ort-cpu, {threads} thread): {hits}/{len(rows)} rows within budget, "
-          f"worst overshoot {summary['worst_overshoot_pct']:.1f}%, {summary['rows_using_90pct_or_more']} rows "
-          f"use >= 90% of the budget", "",
+          f"{overshoot}, {summary['rows_using_90pct_or_more']} rows use >= 90% of the budget", "",
           "Final latency: the pruned and the original network timed again side by side (interleaved "
           f"rounds) in fresh processes, one after another: {processes}; the row takes the median "
           "baseline and the median final/baseline ratio, and the budget is that baseline x the percentage. "
