@@ -27,7 +27,6 @@ class LutCostModel:
         self.channels = channels
         self.sweeps_out = sweeps_out
         self.sweeps_in = sweeps_in
-        self.full_in = [s.ms[-1] if s is not None else None for s in sweeps_in]
 
     @classmethod
     def profile(cls, channels: LayerChannels, backend: Backend, points: int = 8,
@@ -66,8 +65,8 @@ class LutCostModel:
         if s_out.axis == "both":
             return s_out.at(cin)
         ms = s_out.at(cout)
-        if s_in is not None and self.full_in[i] > 0:
-            ms *= s_in.at(cin) / self.full_in[i]
+        if s_in is not None and s_in.ms[-1] > 0:   # the input sweep's own full-width point
+            ms *= s_in.at(cin) / s_in.ms[-1]
         return ms
 
     def predict(self, keep: np.ndarray) -> float:

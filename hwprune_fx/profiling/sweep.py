@@ -4,8 +4,9 @@ The counts are timed in interleaved rounds (each round times every count once, i
 order) and each point is the median of its round medians. Timed one after another, a point
 that met a moment of machine noise stayed in the look-up table, and Opti-Cut, which divides
 importance by the milliseconds the table says a cut saves, cut the misjudged layer first:
-on the digits ResNet of ``benchmarks/quality.py`` one busy-machine profile read a conv 30%
-slow at full width, and the plan Opti-Cut built on it lost accuracy for no speed.
+on the digits ResNet of ``benchmarks/quality.py`` one busy-machine profile read a conv at
+full width far slower than its identically shaped twin, and the plan Opti-Cut built on it
+lost accuracy for no speed (a one-off check, not a benchmark).
 
 Cache key: (target settings incl. runtime version and threads, how the points are timed,
 layer signature, axis, channel counts), so that a second run is instant and a new runtime
