@@ -97,11 +97,12 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--target", default="ort-cpu", show_default=True, help="Where latency is measured.")
 @click.option("--search", type=click.Choice(["opti-cut", "hilp", "flops", "uniform"]), default="opti-cut", show_default=True)
 @click.option("--criterion", default="l1", show_default=True,
-              type=click.Choice(["l1", "l2", "bn", "random", "taylor", "ig", "similarity"]),
-              help="Importance criterion; taylor, ig (information gain) and similarity (merge near-copies "
-                   "into their twin) need --calib.")
+              type=click.Choice(["l1", "l2", "bn", "random", "taylor", "ig", "ig-mean", "similarity"]),
+              help="Importance criterion; taylor, ig (information gain), ig-mean (information gain when a "
+                   "recalibration restores each channel's mean) and similarity (merge near-copies into their "
+                   "twin) need --calib.")
 @click.option("--calib", "calib_path", type=click.Path(),
-              help="Calibration inputs for taylor/ig/similarity: a .npz (one array per input), a .npy, or a folder of images.")
+              help="Calibration inputs for taylor/ig/ig-mean/similarity: a .npz (one array per input), a .npy, or a folder of images.")
 @click.option("--calib-limit", type=int, default=64, show_default=True, help="Calibration samples used.")
 @click.option("--calib-mean", callback=_floats, help="Image folders: per-channel mean [ImageNet's].")
 @click.option("--calib-std", callback=_floats, help="Image folders: per-channel std [ImageNet's].")

@@ -215,7 +215,7 @@ def test_fx_and_onnx_scores_agree(tmp_path: Path) -> None:
     onnx_units = np.concatenate([onnx_analysis.units_of(a) for a, _ in BRANCH_CONVS])
     fx_units = np.concatenate([fx_analysis.units_of(b) for _, b in BRANCH_CONVS])
     assert not onnx_analysis.unit_pinned[onnx_units].any() and not fx_analysis.unit_pinned[fx_units].any()
-    for name in ("taylor", "ig"):
+    for name in ("taylor", "ig", "ig-mean"):
         a = create_criterion(name, model=loaded.original, calib=calib).score(onnx_analysis)[onnx_units]
         b = create_criterion(name, model=traced.module, calib=calib).score(fx_analysis)[fx_units]
         # measured: agreement to ~1e-6 relative (float32 rounding of the folded BatchNorms); with masks

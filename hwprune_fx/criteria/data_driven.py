@@ -68,6 +68,7 @@ class DataCriterion:
     name = ""
     needs_data = True
     global_scale = True   # a change of the loss (taylor) or of the output distribution (ig)
+    centered = False      # score removal as "replaced by its calibration mean" (see masked_model)
 
     def __init__(self, model: Any = None, calib: CalibrationData | None = None, *,
                  progress: Callable[[str], None] | None = None) -> None:
@@ -87,6 +88,8 @@ class DataCriterion:
         from hwprune_fx.criteria.masked_model import build_masked_model
 
         masked = build_masked_model(self.model, analysis)
+        if self.centered:
+            masked.means = masked.activation_means(self.calib)
         total = torch.zeros(analysis.num_units, dtype=torch.float64)
         n_batches = masked.num_batches(self.calib)
         every = max(1, n_batches // 8)

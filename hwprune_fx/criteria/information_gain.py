@@ -17,6 +17,13 @@ Gaussian directions ``v`` and the objective is ``v . y``.
 
 :func:`exact_information_gain` computes the KL itself, one forward pass per unit and batch:
 the reference for tests, and ``ig`` with ``exact=True`` for small models.
+
+``ig-mean`` is the same estimate for a removal that replaces each channel by its calibration
+mean where the consumers read it (``m_u`` scales ``x - mean`` instead of ``x``): what is left
+once BatchNorm statistics are re-estimated or a short fine-tune has run, both of which restore a
+layer's mean. ``ig`` weighs a channel with a large mean as if that mean were lost for good;
+``ig-mean`` weighs only what varies from sample to sample. The emitted network is the same
+oracle-exact pruned network whichever is used; only the choice of channels differs.
 """
 from __future__ import annotations
 
@@ -57,7 +64,8 @@ class InformationGainCriterion(DataCriterion):
             return super().score(analysis)
         units = np.flatnonzero(~analysis.unit_pinned)
         out = np.zeros(analysis.num_units)  # pinned units: no plan may remove them, not computed
-        out[units] = exact_information_gain(self.model, analysis, self.calib, units, progress=self.progress)
+        out[units] = exact_information_gain(self.model, analysis, self.calib, units, centered=self.centered,
+                                            progress=self.progress)
         return out
 
     def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
@@ -88,13 +96,22 @@ class InformationGainCriterion(DataCriterion):
         return 0.5 * out
 
 
+@register_criterion("ig-mean")
+class MeanInformationGainCriterion(InformationGainCriterion):
+    """Information gain of removing a unit whose mean a recalibration restores (see the module doc)."""
+
+    name = "ig-mean"
+    centered = True
+
+
 def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: CalibrationData,
-                           units: np.ndarray | list[int] | None = None, *,
+                           units: np.ndarray | list[int] | None = None, *, centered: bool = False,
                            progress: Callable[[str], None] | None = None) -> np.ndarray:
     """Mean KL(p_original || p_without_unit) over ``calib``, for each unit of ``units`` (default: all).
 
     Each unit is removed alone, by zeroing its masks (on all of its frontier edges): exactly the
     network the oracle checks a pruned model against, the original with the unit's slots zeroed.
+    ``centered``: its channels are replaced by their calibration means instead (``ig-mean``).
     """
     import torch
 
@@ -103,6 +120,8 @@ def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: Cali
     say = progress or (lambda msg: None)
     masked = build_masked_model(model, analysis)
     units = np.arange(analysis.num_units) if units is None else np.asarray(units, np.int64)
+    if centered:
+        masked.means = masked.activation_means(calib)
     batches = list(masked.batches(calib))
     out = np.zeros(units.size)
     with torch.no_grad():

@@ -10,8 +10,9 @@ an operator the analysis does not know), and so is a graph output. One mask scal
 frontier edge, for that consumer only:
 
     ONNX:  t -> op            becomes   t -> Mul(t, mask_i) -> op    (mask_i a graph input)
-           then onnx2torch.convert
-    fx:    node -> user       becomes   node -> mul(node, mask_i) -> user (mask_i a placeholder)
+           then onnx2torch.convert, and each Mul becomes _center_scale(t, mask_i, mean_i, i)
+    fx:    node -> user       becomes   node -> _center_scale(node, mask_i, mean_i, i) -> user
+                                        (mask_i and mean_i placeholders)
 
 A mask has shape 1 everywhere except the tensor's channel axis, so with all masks at 1 the
 network computes exactly what the original does. Setting the masks of one unit to 0 computes
@@ -19,8 +20,15 @@ what the oracle's masked original computes when that unit is removed: the consum
 channels never see the unit's channels, and what internal operators compute on them (a
 BatchNorm's bias, say) goes nowhere else.
 
+Every mask comes with a *mean* input of its shape: the edge computes ``mean + mask * (t - mean)``.
+With the means at 0 (the default) that is ``mask * t``, the removal the oracle checks. With the
+means set to the calibration mean of each channel (:meth:`MaskedModel.activation_means`), a mask
+at 0 replaces the channel by its mean instead: the removal after which the consumer's bias
+absorbs what the channel carried on average, which is what re-estimating BatchNorm statistics or
+a short fine-tune restores after pruning.
+
 The gradient of an objective with respect to a mask, at 1, is the sum over positions of
-activation times gradient for that channel (the Taylor quantity); a unit's gradient is the sum
+activation (minus its mean, when means are set) times gradient for that channel (the Taylor quantity); a unit's gradient is the sum
 over its frontier edges, which are parallel exits of the unit. (Masks on every tensor a unit
 lives in would put them in series: conv -> BN -> ReLU scaled by s on every slot computes
 s^2 relu(z), and the estimates would grow with the number of tensors a unit spans, which
@@ -33,8 +41,7 @@ gradient is a per-sample gradient.
 from __future__ import annotations
 
 import copy
-import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
@@ -52,10 +59,11 @@ __all__ = ["MaskedModel", "build_masked_model", "is_fx_module", "is_internal_edg
 
 @dataclass
 class MaskedModel:
-    """``module(*inputs, *masks) -> outputs``.
+    """``module(*inputs, *masks, *means) -> outputs``.
 
-    ``masks[i]`` scales tensor ``tensors[i]`` where operator ``consumers[i]`` reads it (``None``:
-    where the graph returns it); a tensor has one mask per frontier edge.
+    ``masks[i]`` scales tensor ``tensors[i]`` around ``means[i]`` where operator ``consumers[i]``
+    reads it (``None``: where the graph returns it); a tensor has one mask per frontier edge.
+    ``means`` default to zeros (a mask scales the tensor itself).
     """
 
     module: torch.nn.Module
@@ -66,12 +74,14 @@ class MaskedModel:
     batch_size: int
     num_units: int
     unit_index: torch.Tensor  # unit id of every mask entry, masks flattened and concatenated
+    means: list[torch.Tensor] = field(default_factory=list)  # what a mask at 0 leaves; zeros if empty
 
     def ones(self, requires_grad: bool = False) -> list[torch.Tensor]:
         return [torch.ones(s, requires_grad=requires_grad) for s in self.mask_shapes]
 
     def __call__(self, inputs: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        out = self.module(*inputs, *masks)
+        means = self.means or [torch.zeros(s) for s in self.mask_shapes]
+        out = self.module(*inputs, *masks, *means)
         if isinstance(out, torch.Tensor):
             return [out]
         flat: list[torch.Tensor] = []
@@ -96,6 +106,24 @@ class MaskedModel:
             start += n
         return masks
 
+    def activation_means(self, calib: CalibrationData) -> list[torch.Tensor]:
+        """Per channel, the mean of every masked tensor over the calibration samples and positions.
+
+        Set them as :attr:`means` to make a mask at 0 replace a channel by its mean.
+        """
+        global _RECORDER
+        recorder = _MeanRecorder(len(self.mask_shapes))
+        _RECORDER = recorder
+        try:
+            with torch.no_grad():
+                ones = self.ones()
+                zeros = [torch.zeros(s) for s in self.mask_shapes]
+                for inputs in self.batches(calib):
+                    self.module(*inputs, *ones, *zeros)
+        finally:
+            _RECORDER = None
+        return recorder.means(self.mask_shapes)
+
     def batches(self, calib: CalibrationData) -> Iterator[list[torch.Tensor]]:
         """The calibration samples as model inputs, ``batch_size`` at a time.
 
@@ -119,6 +147,34 @@ class MaskedModel:
 
     def num_batches(self, calib: CalibrationData) -> int:
         return -(-calib.num_samples // self.batch_size)
+
+
+class _MeanRecorder:
+    """Running per-channel means of the masked tensors while :meth:`MaskedModel.activation_means` runs."""
+
+    def __init__(self, edges: int) -> None:
+        self.sums: list[torch.Tensor | None] = [None] * edges
+        self.counts = [0] * edges
+
+    def add(self, index: int, tensor: torch.Tensor, mask: torch.Tensor) -> None:
+        axes = [d for d in range(tensor.dim()) if mask.dim() != tensor.dim() or mask.shape[d] == 1]
+        mean = tensor.detach().to(torch.float64).mean(dim=axes, keepdim=True) if axes else tensor.detach().double()
+        self.sums[index] = mean if self.sums[index] is None else self.sums[index] + mean
+        self.counts[index] += 1
+
+    def means(self, shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        return [torch.zeros(shape) if total is None else (total / n).to(torch.float32).reshape(shape)
+                for total, n, shape in zip(self.sums, self.counts, shapes)]
+
+
+_RECORDER: _MeanRecorder | None = None
+
+
+def _center_scale(tensor: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, index: int) -> torch.Tensor:
+    """One frontier edge: ``tensor`` scaled by ``mask`` around ``mean`` (``mask * tensor`` at mean 0)."""
+    if _RECORDER is not None:
+        _RECORDER.add(index, tensor, mask)
+    return mean + mask * (tensor - mean)
 
 
 def _flatten(value: Any, out: list[torch.Tensor]) -> None:
@@ -207,6 +263,17 @@ def _finish(module: torch.nn.Module, inputs: list[str], edges: list[tuple[str, s
                        torch.from_numpy(np.asarray(index, np.int64)))
 
 
+def _add_mean_placeholders(graph: fx.Graph, count: int) -> list[fx.Node]:
+    """``count`` new placeholders after the last one: the means, one per mask, in mask order."""
+    anchor = [n for n in graph.nodes if n.op == "placeholder"][-1]
+    out = []
+    for i in range(count):
+        with graph.inserting_after(anchor):
+            anchor = graph.placeholder(f"hwprune_mean_{i}")
+        out.append(anchor)
+    return out
+
+
 # --- ONNX ----------------------------------------------------------------------------------------
 def _onnx_masked(model: onnx.ModelProto, analysis: DependencyAnalysis) -> MaskedModel:
     import onnx_graphsurgeon as gs
@@ -246,8 +313,32 @@ def _onnx_masked(model: onnx.ModelProto, analysis: DependencyAnalysis) -> Masked
             masked = masked_copy(t, shape, name, None)
             graph.outputs = [masked if o is t else o for o in graph.outputs]
     graph.toposort()
-    module = _to_torch(gs.export_onnx(graph))
+    module = _centered_masks(_to_torch(gs.export_onnx(graph)), len(edges))
     return _finish(module, list(specs), edges, shapes, batch_size, analysis)
+
+
+def _centered_masks(module: fx.GraphModule, count: int) -> fx.GraphModule:
+    """Replace onnx2torch's ``Mul(t, mask_i)`` modules by ``_center_scale(t, mask_i, mean_i, i)``."""
+    graph = module.graph
+    muls: dict[int, fx.Node] = {}
+    for node in graph.nodes:
+        owner, sep, index = str(node.target).rpartition("__hwprune_mask_mul_")
+        if node.op == "call_module" and sep and index.isdigit():
+            muls[int(index)] = node
+    if sorted(muls) != list(range(count)):
+        raise RuntimeError(f"masked network: found {len(muls)} of {count} mask multiplications after onnx2torch")
+    means = _add_mean_placeholders(graph, count)
+    for i in range(count):
+        node = muls[i]
+        tensor, mask = node.args
+        with graph.inserting_before(node):
+            new = graph.call_function(_center_scale, (tensor, mask, means[i], i))
+        node.replace_all_uses_with(new)
+        graph.erase_node(node)
+    graph.lint()
+    module.delete_all_unused_submodules()
+    module.recompile()
+    return module
 
 
 # onnx2torch 1.5 converts operators up to opset 17; opset 18 moved Reduce*'s axes (and Split's sizes)
@@ -276,9 +367,9 @@ def _to_torch(proto: onnx.ModelProto) -> torch.nn.Module:
 
 
 # --- torch.fx ------------------------------------------------------------------------------------
-def _mask_pieces(value: tuple, masks: dict[int, torch.Tensor]) -> tuple:
-    """Scale some pieces of a tuple-valued node (``chunk``, ``split``)."""
-    return tuple(v * masks[i] if i in masks else v for i, v in enumerate(value))
+def _mask_pieces(value: tuple, masks: dict[int, tuple[torch.Tensor, torch.Tensor, int]]) -> tuple:
+    """Scale some pieces of a tuple-valued node (``chunk``, ``split``): piece -> (mask, mean, edge index)."""
+    return tuple(_center_scale(v, *masks[i]) if i in masks else v for i, v in enumerate(value))
 
 
 def _fx_masked(gm: fx.GraphModule, analysis: DependencyAnalysis) -> MaskedModel:
@@ -311,19 +402,20 @@ def _fx_masked(gm: fx.GraphModule, analysis: DependencyAnalysis) -> MaskedModel:
         with graph.inserting_after(anchor) if anchor is not None else graph.inserting_before(None):
             anchor = graph.placeholder(f"hwprune_mask_{i}")
         masks.append(anchor)
+    means = _add_mean_placeholders(graph, len(targets))
     # one scaled copy of each (node, user) pair, read by that user alone
-    per_edge: dict[tuple[fx.Node, fx.Node], dict[int | None, fx.Node]] = {}
-    for (_, node, index, _, user), mask in zip(targets, masks):
-        per_edge.setdefault((node, user), {})[index] = mask
+    per_edge: dict[tuple[fx.Node, fx.Node], dict[int | None, tuple[fx.Node, fx.Node, int]]] = {}
+    for i, ((_, node, index, _, user), mask, mean) in enumerate(zip(targets, masks, means)):
+        per_edge.setdefault((node, user), {})[index] = (mask, mean, i)
     for (node, user), by_index in per_edge.items():
         with graph.inserting_before(user):
             if None in by_index:
-                new = graph.call_function(operator.mul, (node, by_index[None]))
+                new = graph.call_function(_center_scale, (node, *by_index[None]))
             else:
                 new = graph.call_function(_mask_pieces, (node, by_index))
         user.replace_input_with(node, new)
     graph.lint()
     gm.recompile()
-    inputs = [n.name for n in placeholders]
+    inputs = [n.name for n in placeholders]  # the model's own inputs (taken before masks were added)
     return _finish(gm, inputs, [(t[0], None if t[4].op == "output" else t[4].name) for t in targets],
                    [t[3] for t in targets], 1, analysis)
