@@ -5,6 +5,11 @@ Each layer is swept along its output channels (inputs full) and its input channe
 separable in the two counts, as a conv's work is — interpolated between measured points.
 The input sweep contributes only a ratio within itself: its points were timed side by side,
 while its full-width point and the output sweep's were not.
+
+A depthwise layer is swept at counts on and off a multiple of 4 and looked up within the
+count's own class (:meth:`~hwprune_fx.profiling.sweep.Sweep.at_in_class`): on ort-cpu a
+width one channel off the multiple runs several times slower, a comb no curve through
+mixed points can follow.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from hwprune_fx.cost_models.base import LayerChannels, register_cost_model
-from hwprune_fx.profiling.sweep import Sweep, sweep_layer
+from hwprune_fx.profiling.sweep import DEPTHWISE_MULTIPLE, Sweep, class_counts, sweep_layer
 from hwprune_fx.targets.base import Backend
 
 __all__ = ["LutCostModel"]
@@ -50,9 +55,12 @@ class LutCostModel:
             if progress:
                 progress(f"sweep {i + 1}/{len(channels.layers)} {layer.name}")
             depthwise = layer.group > 1 and layer.group == layer.in_channels
-            s_out = sweep_layer(layer, backend, "out",
-                                grid(layer.in_channels, "both") if depthwise and counts is not None
-                                else None if depthwise else grid(layer.out_channels, "out"))
+            if depthwise:   # both classes of widths, plus the caller's counts (a staircase's dense top)
+                both = class_counts(layer.in_channels, points)
+                s_out = sweep_layer(layer, backend, "out", sorted(set(both) | set(grid(layer.in_channels, "both")))
+                                    if counts is not None else both)
+            else:
+                s_out = sweep_layer(layer, backend, "out", grid(layer.out_channels, "out"))
             outs.append(s_out)
             tied = s_out.axis == "both"
             ins.append(None if tied or channels.in_units[i].size == 0
@@ -63,7 +71,7 @@ class LutCostModel:
         cin, cout = self.channels.counts(keep, i)
         s_out, s_in = self.sweeps_out[i], self.sweeps_in[i]
         if s_out.axis == "both":
-            return s_out.at(cin)
+            return s_out.at_in_class(cin, DEPTHWISE_MULTIPLE)
         ms = s_out.at(cout)
         if s_in is not None and s_in.ms[-1] > 0:   # the input sweep's own full-width point
             ms *= s_in.at(cin) / s_in.ms[-1]

@@ -25,7 +25,7 @@ import numpy as np
 from hwprune_fx.profiling.layers import Layer, synthetic_layer_model
 from hwprune_fx.targets.base import Backend, TimingConfig
 
-__all__ = ["Sweep", "sweep_layer", "default_counts", "SWEEP_ROUNDS"]
+__all__ = ["Sweep", "sweep_layer", "default_counts", "class_counts", "SWEEP_ROUNDS", "DEPTHWISE_MULTIPLE"]
 
 #: rounds over all counts; each block runs a third of the backend's repeats (so a sweep costs
 #: about what one block per count did) and at least ``MIN_BLOCK_SECONDS``: a 20 us layer timed
@@ -35,6 +35,11 @@ MIN_BLOCK_SECONDS = 0.003
 #: above this many weight bytes over all counts (full width x counts), the counts are not all
 #: held at once (VGG's 25088x4096 classifier is 400 MB per count)
 KEEP_OPEN_BYTES = 512 << 20
+#: depthwise widths are swept on and off this multiple, and looked up within their own class:
+#: ort-cpu ran MobileNetV2's depthwise convs 2.5-5x slower one channel off a multiple of 4 (e.g.
+#: 221 channels against 220 and 224; ``benchmarks/results/staircase.md``), so a curve through
+#: points of both classes is wrong for either
+DEPTHWISE_MULTIPLE = 4
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,15 @@ class Sweep:
     def at(self, count: float) -> float:
         """Piecewise-linear interpolation (flat beyond the ends)."""
         return float(np.interp(count, self.counts, self.ms))
+
+    def at_in_class(self, count: int, multiple: int) -> float:
+        """Interpolation between the points on ``multiple`` if ``count`` is on it, else between
+        the points off it (all points when its class was not measured)."""
+        counts = np.asarray(self.counts)
+        same = (counts % multiple == 0) == (int(count) % multiple == 0)
+        if not same.any():
+            return self.at(count)
+        return float(np.interp(count, counts[same], np.asarray(self.ms)[same]))
 
     def steps(self, min_jump: float = 0.05) -> list[int]:
         """Counts where latency jumps by more than ``min_jump`` (relative) from the previous count."""
@@ -66,6 +80,16 @@ def default_counts(full: int, points: int = 8, minimum: int = 1) -> list[int]:
     """``points`` counts spread over [full/8, full], always including ``full``."""
     lo = max(minimum, full // 8)
     return sorted({int(round(c)) for c in np.linspace(lo, full, points)} | {full})
+
+
+def class_counts(full: int, points: int = 8, multiple: int = DEPTHWISE_MULTIPLE) -> list[int]:
+    """``points`` counts on ``multiple`` spread over [full/8, full], each with its neighbour one
+    below (off the multiple), and ``full``: a curve for each class of :meth:`Sweep.at_in_class`."""
+    if full < 2 * multiple:
+        return default_counts(full, points)
+    on = {max(multiple, multiple * round(c / multiple)) for c in default_counts(full, points)}
+    on = {c for c in on if c <= full}
+    return sorted(on | {c - 1 for c in on} | {full})
 
 
 def _axis_for(layer: Layer, axis: str) -> str:
