@@ -8,8 +8,10 @@ __all__ = ["code_commit"]
 
 
 def code_commit() -> str:
-    """The commit the benchmarked code is at (``+dirty`` with uncommitted changes), kept in every
-    row: a merged table holds rows of several runs, and each must say which code it measured."""
+    """The commit the benchmarked code is at (``+dirty`` with uncommitted changes outside
+    ``benchmarks/results``), kept in every row: a merged table holds rows of several runs, and each
+    must say which code it measured. A run that writes its results after each model would
+    otherwise mark its own later rows dirty."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True,
@@ -18,4 +20,5 @@ def code_commit() -> str:
             return ""
 
     sha = git("rev-parse", "--short", "HEAD")
-    return (sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")) if sha else "unknown"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results")
+    return (sha + ("+dirty" if changed else "")) if sha else "unknown"

@@ -10,6 +10,7 @@ unpruned network (top-1 agreement, mean KL).
     python benchmarks/quality.py                      # full grid
     python benchmarks/quality.py --budgets 60 --criteria l1,ig --searches opti-cut
     python benchmarks/quality.py --seeds 1,2 --criteria l1,ig --merge old/quality.json   # more seeds, one table
+    python benchmarks/quality.py --seeds 0,1,2 --criteria ig,ig-mean --stem quality_ig_mean   # a side table
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ def main() -> None:
     ap.add_argument("--merge", metavar="JSON", action="append", default=[],
                     help="rows of an earlier run (same protocol) to keep in the table; rows without a seed are seed 0")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--stem", default="quality", help="file names of the results: STEM.json and STEM.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -213,7 +215,7 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace) -> None
     meta = {"task": "sklearn digits upsampled to 32x32, 30% held out", "dense_accuracy_by_seed": dense,
             "epochs": args.epochs, "finetune_epochs": args.finetune_epochs, "calib_samples": args.calib,
             "target": "ort-cpu, 1 thread", "commits": sorted({r.get("commit", "unknown") for r in rows})}
-    (out / "quality.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (out / f"{args.stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     known = ", ".join(f"{100 * a:.2f}% (seed {s})" for s, a in sorted(dense.items()) if a is not None)
     md = [f"# Quality at equal measured latency (digits; dense test accuracy {known or 'see rows'})", "",
           f"Fine-tune: {args.finetune_epochs} epochs for every row. Latency: ort-cpu, 1 thread, medians. "
@@ -236,7 +238,7 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace) -> None
                   f"| {r['macs_ratio']:.3f} | {100 * r['accuracy']:.2f}% | {_pct(r.get('accuracy_bn'))} "
                   f"| {100 * r['accuracy_finetuned']:.2f}% "
                   f"| {100 * r['top1_agreement']:.1f}% | {r['kl']:.3f} | {r.get('merged_channels', 0)} |")
-    (out / "quality.md").write_text("\n".join(md) + "\n")
+    (out / f"{args.stem}.md").write_text("\n".join(md) + "\n")
 
 
 def summary_table(rows: list[dict]) -> list[str]:

@@ -1,0 +1,102 @@
+"""The depthwise comb: latency of depthwise convs (and the 1x1 convs that read them) one channel on
+and off a multiple of 4, on a target (table + JSON).
+
+Why the LUT sweeps depthwise layers in two classes of widths (``hwprune_fx.profiling.sweep.
+DEPTHWISE_MULTIPLE``): on ort-cpu a depthwise width off the multiple runs several times slower
+than its aligned neighbours, so a curve through mixed points is wrong for both.
+
+    python benchmarks/depthwise_comb.py --models mobilenet_v2,efficientnet_b0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from provenance import code_commit
+
+from hwprune_fx.analysis import analyze_dependencies
+from hwprune_fx.cost_models import LayerChannels
+from hwprune_fx.pipeline import load_onnx_model
+from hwprune_fx.profiling.layers import find_layers
+from hwprune_fx.profiling.sweep import DEPTHWISE_MULTIPLE, sweep_layer
+from hwprune_fx.targets import TimingConfig, create_backend
+from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
+
+
+def counts_around(full: int, share: float = 0.6, multiple: int = DEPTHWISE_MULTIPLE) -> list[int]:
+    """Two multiples of 8 near ``share`` of ``full`` apart by 8, and every count between and beside them."""
+    base = max(2 * multiple, int(full * share) // 8 * 8)
+    return [c for c in range(base - multiple, base + 2 * multiple + 1) if 1 <= c <= full]
+
+
+def run_model(name: str, backend, layers_per_model: int) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        export_onnx(build_model(name), input_shape_for(name), path)
+        loaded = load_onnx_model(path)
+    layers = LayerChannels.build(analyze_dependencies(loaded.channel_graph), find_layers(loaded.graph)).layers
+    depthwise = [i for i, layer in enumerate(layers) if layer.group > 1 and layer.group == layer.in_channels]
+    picks = sorted({depthwise[j] for j in np.linspace(0, len(depthwise) - 1, layers_per_model).round().astype(int)})
+    rows = []
+    for i in picks:
+        dw = layers[i]
+        counts = counts_around(dw.in_channels)
+        # the first dense layer after it that reads its channels (the 1x1 projection)
+        reader = next((j for j in range(i + 1, len(layers)) if layers[j].group == 1
+                       and layers[j].in_channels == dw.out_channels), None)
+        for kind, index, axis in (("depthwise", i, "both"), ("1x1 reading it (input channels)", reader, "in")):
+            if index is None:
+                continue
+            layer = layers[index]
+            sweep = sweep_layer(layer, backend, axis, counts)
+            on = [m for c, m in zip(sweep.counts, sweep.ms) if c % DEPTHWISE_MULTIPLE == 0]
+            off = [m for c, m in zip(sweep.counts, sweep.ms) if c % DEPTHWISE_MULTIPLE]
+            rows.append({"model": name, "layer": layer.name, "kind": kind,
+                         "input_shape": list(layer.input_shape), "counts": list(sweep.counts),
+                         "us": [round(1000 * m, 2) for m in sweep.ms],
+                         "median_us_on": round(1000 * statistics.median(on), 2),
+                         "median_us_off": round(1000 * statistics.median(off), 2),
+                         "off_over_on": round(statistics.median(off) / statistics.median(on), 3)})
+            print(f"{name} {layer.name} {kind}: off/on {rows[-1]['off_over_on']}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="mobilenet_v2,efficientnet_b0")
+    ap.add_argument("--layers", type=int, default=5, help="depthwise layers per model, spread over its depth")
+    ap.add_argument("--target", default="ort-cpu")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args()
+    backend = create_backend(args.target, timing=TimingConfig(warmup=3, repeat=args.repeat, threads=args.threads),
+                             use_cache=False)
+    rows = [r for m in args.models.split(",") for r in run_model(m, backend, args.layers)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"target": args.target, "settings": backend.settings(), "multiple": DEPTHWISE_MULTIPLE,
+            "commit": code_commit()}
+    (out / "depthwise_comb.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    md = [f"# Depthwise widths on and off a multiple of {DEPTHWISE_MULTIPLE}: {args.target}, "
+          f"{args.threads} thread (code {meta['commit']})", "",
+          "Each layer is swept over every count around 60% of its width, in interleaved rounds "
+          "(`sweep_layer`). `off / on`: median latency of the counts off the multiple over that of "
+          "the counts on it.", "",
+          "| model | layer | kind | input | counts | median us on | median us off | off / on |",
+          "|---|---|---|---|---|---|---|---|"]
+    md += [f"| {r['model']} | {r['layer']} | {r['kind']} | {'x'.join(map(str, r['input_shape']))} | "
+           f"{r['counts'][0]}-{r['counts'][-1]} | {r['median_us_on']} | {r['median_us_off']} | {r['off_over_on']} |"
+           for r in rows]
+    md += ["", "## Every point (us)", ""]
+    md += [f"- {r['model']} `{r['layer']}` ({r['kind']}): " +
+           ", ".join(f"{c}: {u}" for c, u in zip(r["counts"], r["us"])) for r in rows]
+    (out / "depthwise_comb.md").write_text("\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
