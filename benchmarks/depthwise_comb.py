@@ -54,12 +54,12 @@ def run_model(name: str, backend, layers_per_model: int) -> list[dict]:
                 continue
             layer = layers[index]
             sweep = sweep_layer(layer, backend, axis, counts)
-            counts, ms = np.array(sweep.counts), np.array(sweep.ms)
-            on = counts % DEPTHWISE_MULTIPLE == 0
+            kept, ms = np.array(sweep.counts), np.array(sweep.ms)
+            on = kept % DEPTHWISE_MULTIPLE == 0
             # each count off the multiple against the line through its two aligned neighbours
-            penalty = ms[~on] / np.interp(counts[~on], counts[on], ms[on])
+            penalty = ms[~on] / np.interp(kept[~on], kept[on], ms[on])
             rows.append({"model": name, "layer": layer.name, "kind": kind,
-                         "input_shape": list(layer.input_shape), "counts": counts.tolist(),
+                         "input_shape": list(layer.input_shape), "counts": kept.tolist(),
                          "us": [round(1000 * m, 2) for m in ms],
                          "off_over_on_median": round(float(np.median(penalty)), 3),
                          "off_over_on_min": round(float(penalty.min()), 3),

@@ -8,10 +8,14 @@ whose kept width is not a multiple of 4; fitted to whole-network measurements of
 pruned variants, so that it learns fusion and fixed overheads a per-layer sum misses.
 
 Why the depthwise term: on ort-cpu, random unaligned widths made MobileNetV2 variants up to
-1.39x *slower* than the unpruned network, which no amount-of-work feature can express. On the
-same measured variants it takes the held-out error from 4.7% to 3.3% on MobileNetV2 and from
-9.6% to 6.8% on EfficientNet-B0 (benchmarks/results/predictor_ablation.md). The multiple, 4,
-was picked on another draw of variants, where 2, 8 and 16 did worse.
+1.47x *slower* than the unpruned network, which no amount-of-work feature can express. Most
+of that is the depthwise kernel itself (a width off a multiple of 4 runs it 2-7x slower,
+benchmarks/results/depthwise_comb.md), which the LUT now measures in its own class of
+widths; before it did, the term took the held-out error from 4.7% to 3.3% on MobileNetV2 and
+from 9.6% to 6.8% on EfficientNet-B0. With the class-aware LUT it adds little
+(benchmarks/results/predictor_ablation.md, refitted on fresh variants) and NNLS may weigh it
+near zero; it stays for the activation traffic around such layers. The multiple, 4, was
+picked on another draw of variants, where 2, 8 and 16 did worse.
 
 The fit is non-negative least squares: every feature is an amount of work, and more work
 never makes a network faster. Unconstrained (ridge) fits on 30 noisy samples traded large

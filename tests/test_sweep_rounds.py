@@ -100,3 +100,11 @@ def test_rounds_are_part_of_the_cache_key(tmp_path, conv_layer) -> None:
     assert len(backend.calls) == 6            # the second sweep came from the cache
     sweep_layer(conv_layer, backend, "out", [32, 64], rounds=1)
     assert len(backend.calls) == 8            # other rounds, other key: timed
+
+
+def test_counts_may_be_numpy_integers(conv_layer) -> None:
+    """A caller's ``np.arange`` of counts works (the cache key is JSON) and the sweep holds ints."""
+    import numpy as np
+
+    sweep = sweep_layer(conv_layer, ScriptedBackend(use_cache=False), "out", np.array([32, 64]))
+    assert sweep.counts == (32, 64) and all(type(c) is int for c in sweep.counts)

@@ -107,7 +107,7 @@ def sweep_layer(layer: Layer, backend: Backend, axis: str = "out", counts: Seque
     """
     axis = _axis_for(layer, axis)
     full = layer.in_channels if axis in ("in", "both") else layer.out_channels
-    counts = list(counts) if counts is not None else default_counts(full)
+    counts = [int(c) for c in counts] if counts is not None else default_counts(full)
     block = block_timing(backend.timing, rounds)
     key = hashlib.sha256(json.dumps([backend.settings(), {"rounds": rounds, "block": block.key()},
                                      layer.signature(), axis, counts], sort_keys=True).encode()).hexdigest()[:40]
