@@ -1,9 +1,14 @@
-"""What the predictor's unaligned-depthwise feature buys, on variants already measured.
+"""What the depthwise treatment of the cost models buys, on variants already measured.
 
-Re-fits the predictor with and without its last feature (``depthwise_off_4_Melems``) on the
-measured latencies that ``cost_model_accuracy.py`` committed, and scores both on the same
-held-out variants. No variant is timed again: the variants are redrawn from the seed that run
-used (``random_keep`` with the same generator), only the LUT is profiled anew.
+Two ablations on the measured latencies that ``cost_model_accuracy.py`` committed, scored on
+the same held-out variants:
+
+- the predictor with and without its last feature (``depthwise_off_4_Melems``);
+- the LUT (alone, and under the predictor) with depthwise layers swept on and off a multiple of
+  4 and looked up within their class, against one curve through mixed points (the LUT before).
+
+No variant is timed again: the variants are redrawn from the seed that run used
+(``random_keep`` with the same generator), only the LUTs are profiled anew.
 
     python benchmarks/predictor_ablation.py --models mobilenet_v2,efficientnet_b0 --seed 1
 """
@@ -29,6 +34,7 @@ def run_model(row: dict, seed: int, threads: int) -> dict:
     _, analysis, channels = load_zoo_model(name)
     backend = create_backend("ort-cpu", timing=TimingConfig(warmup=3, repeat=5, threads=threads), use_cache=False)
     lut = LutCostModel.profile(channels, backend)
+    mixed = LutCostModel.profile(channels, backend, depthwise_classes=False)
     truth, fit = np.array(row["truth_ms"]), row["fitted_on"]
     rng = np.random.default_rng(seed)
     keeps = [random_keep(analysis, rng) for _ in truth]
@@ -38,6 +44,10 @@ def run_model(row: dict, seed: int, threads: int) -> dict:
         predictor = PredictorCostModel(lut, analysis, unaligned_depthwise=on).fit(keeps[:fit], truth[:fit])
         result[label] = scores(np.array([predictor.predict(k) for k in keeps[fit:]]), truth[fit:])
         result[f"{label}_features"] = predictor.feature_names()
+    for label, table in (("lut_classes", lut), ("lut_mixed", mixed)):
+        result[label] = scores(np.array([table.predict(k) for k in keeps[fit:]]), truth[fit:])
+        predictor = PredictorCostModel(table, analysis).fit(keeps[:fit], truth[:fit])
+        result[f"predictor_on_{label}"] = scores(np.array([predictor.predict(k) for k in keeps[fit:]]), truth[fit:])
     if result["with_feature_features"] == result["without_feature_features"]:
         raise SystemExit(f"{name}: no depthwise layer, nothing to ablate")
     return result
@@ -56,7 +66,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "predictor_ablation.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    md = ["# Predictor with and without the unaligned-depthwise feature (held-out variants)", "",
+    md = ["# Depthwise treatment of the cost models, refitted on measured variants (held out)", "",
+          "## The predictor with and without the unaligned-depthwise feature", "",
           "Same measured variants (from `cost_model_accuracy.json`), same fit, the last feature column dropped. "
           "The LUT is profiled anew, so the 'with' column can differ slightly from that table.", "",
           "| model | seed | fitted / held out | MAPE with | ρ with | MAPE without | ρ without | truth timed at |",
@@ -65,6 +76,15 @@ def main() -> None:
         w, wo = r["with_feature"], r["without_feature"]
         md.append(f"| {r['model']} | {r['seed']} | {r['fitted_on']} / {r['held_out']} | {w['mape_pct']}% | "
                   f"{w['spearman']} | {wo['mape_pct']}% | {wo['spearman']} | {r['truth_from_commit']} |")
+    md += ["", "## Depthwise layers in the LUT: two classes of widths vs one curve through mixed points", "",
+           "Both LUTs profiled in this run; `mixed` is the LUT before depthwise layers were swept on and "
+           "off a multiple of 4. The predictor (all features) is refitted on each.", "",
+           "| model | seed | LUT MAPE: classes | ρ | LUT MAPE: mixed | ρ | predictor MAPE on classes | ρ "
+           "| predictor MAPE on mixed | ρ |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r[k] for k in ("lut_classes", "lut_mixed", "predictor_on_lut_classes", "predictor_on_lut_mixed")]
+        md.append(f"| {r['model']} | {r['seed']} | " + " | ".join(f"{c['mape_pct']}% | {c['spearman']}" for c in cells)
+                  + " |")
     (out / "predictor_ablation.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -28,15 +28,18 @@ __all__ = ["LutCostModel"]
 class LutCostModel:
     name = "lut"
 
-    def __init__(self, channels: LayerChannels, sweeps_out: list[Sweep], sweeps_in: list[Sweep | None]) -> None:
+    def __init__(self, channels: LayerChannels, sweeps_out: list[Sweep], sweeps_in: list[Sweep | None],
+                 depthwise_classes: bool = True) -> None:
         self.channels = channels
         self.sweeps_out = sweeps_out
         self.sweeps_in = sweeps_in
+        self.depthwise_classes = depthwise_classes
 
     @classmethod
     def profile(cls, channels: LayerChannels, backend: Backend, points: int = 8,
                 progress: Callable[[str], None] | None = None,
-                counts: Callable[[int, str], Sequence[int]] | None = None) -> "LutCostModel":
+                counts: Callable[[int, str], Sequence[int]] | None = None,
+                depthwise_classes: bool = True) -> "LutCostModel":
         """Measure the sweeps of every layer (cached on disk by the sweep itself).
 
         Args:
@@ -44,6 +47,8 @@ class LutCostModel:
                 ("out", "in" or "both"); default ``points`` counts spread over the range. A
                 dense tail (``search.staircase.staircase_counts``) lets ``--align auto`` see
                 the latency staircase.
+            depthwise_classes: sweep depthwise layers on and off the multiple and look them up
+                within their class; off only to measure what that buys (the LUT before it).
         """
         from hwprune_fx.profiling.sweep import default_counts
 
@@ -55,7 +60,10 @@ class LutCostModel:
             if progress:
                 progress(f"sweep {i + 1}/{len(channels.layers)} {layer.name}")
             depthwise = layer.group > 1 and layer.group == layer.in_channels
-            if depthwise:   # both classes of widths, plus the caller's counts (a staircase's dense top)
+            if depthwise and not depthwise_classes:
+                s_out = sweep_layer(layer, backend, "out", grid(layer.in_channels, "both") if counts is not None
+                                    else None)
+            elif depthwise:   # both classes of widths, plus the caller's counts (a staircase's dense top)
                 both = class_counts(layer.in_channels, points)
                 s_out = sweep_layer(layer, backend, "out", sorted(set(both) | set(grid(layer.in_channels, "both")))
                                     if counts is not None else both)
@@ -65,13 +73,13 @@ class LutCostModel:
             tied = s_out.axis == "both"
             ins.append(None if tied or channels.in_units[i].size == 0
                        else sweep_layer(layer, backend, "in", grid(layer.in_channels, "in")))
-        return cls(channels, outs, ins)
+        return cls(channels, outs, ins, depthwise_classes)
 
     def layer_ms(self, keep: np.ndarray, i: int) -> float:
         cin, cout = self.channels.counts(keep, i)
         s_out, s_in = self.sweeps_out[i], self.sweeps_in[i]
         if s_out.axis == "both":
-            return s_out.at_in_class(cin, DEPTHWISE_MULTIPLE)
+            return s_out.at_in_class(cin, DEPTHWISE_MULTIPLE) if self.depthwise_classes else s_out.at(cin)
         ms = s_out.at(cout)
         if s_in is not None and s_in.ms[-1] > 0:   # the input sweep's own full-width point
             ms *= s_in.at(cin) / s_in.ms[-1]

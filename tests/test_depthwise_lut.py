@@ -96,3 +96,11 @@ def test_depthwise_lut_reads_the_comb(depthwise_lut, width: int) -> None:
     assert any(c % 4 for c in sweep.counts) and any(c % 4 == 0 for c in sweep.counts[:-1])
     expected = width / 100 * (1.0 if width % 4 == 0 else 3.0)
     assert lut.layer_ms(_keep_width(analysis, channels, dw, width), dw) == pytest.approx(expected)
+
+
+def test_one_curve_through_mixed_points_misreads_the_comb(depthwise_lut) -> None:
+    """The LUT before classes (kept for the ablation benchmark): aligned widths read too slow."""
+    analysis, channels, _, dw = depthwise_lut
+    mixed = LutCostModel.profile(channels, CombBackend(use_cache=False), depthwise_classes=False)
+    keep = _keep_width(analysis, channels, dw, 20)
+    assert mixed.layer_ms(keep, dw) > 1.5 * 0.20
