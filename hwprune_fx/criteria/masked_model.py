@@ -28,11 +28,12 @@ absorbs what the channel carried on average, which is what re-estimating BatchNo
 a short fine-tune restores after pruning.
 
 The gradient of an objective with respect to a mask, at 1, is the sum over positions of
-activation (minus its mean, when means are set) times gradient for that channel (the Taylor quantity); a unit's gradient is the sum
-over its frontier edges, which are parallel exits of the unit. (Masks on every tensor a unit
-lives in would put them in series: conv -> BN -> ReLU scaled by s on every slot computes
-s^2 relu(z), and the estimates would grow with the number of tensors a unit spans, which
-differs between groups and between a folded ONNX export and an unfolded fx trace.)
+activation (minus its mean, when means are set) times gradient for that channel (the Taylor
+quantity); a unit's gradient is the sum over its frontier edges, which are parallel exits of
+the unit. (Masks on every tensor a unit lives in would put them in series: conv -> BN -> ReLU
+scaled by s on every slot computes s^2 relu(z), and the estimates would grow with the number
+of tensors a unit spans, which differs between groups and between a folded ONNX export and an
+unfolded fx trace.)
 
 Masks carry no batch axis: the calibration data is run one model batch at a time, at the
 model's static batch size (1 for a dynamic batch), so with the usual batch of 1 every
@@ -167,7 +168,7 @@ class _MeanRecorder:
                 for total, n, shape in zip(self.sums, self.counts, shapes)]
 
 
-_RECORDER: _MeanRecorder | None = None
+_RECORDER: _MeanRecorder | None = None   # set only inside activation_means (one at a time)
 
 
 def _center_scale(tensor: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, index: int) -> torch.Tensor:
@@ -265,7 +266,9 @@ def _finish(module: torch.nn.Module, inputs: list[str], edges: list[tuple[str, s
 
 def _add_mean_placeholders(graph: fx.Graph, count: int) -> list[fx.Node]:
     """``count`` new placeholders after the last one: the means, one per mask, in mask order."""
-    anchor = [n for n in graph.nodes if n.op == "placeholder"][-1]
+    if count == 0:
+        return []
+    anchor = [n for n in graph.nodes if n.op == "placeholder"][-1]   # the masks come before
     out = []
     for i in range(count):
         with graph.inserting_after(anchor):
@@ -322,7 +325,7 @@ def _centered_masks(module: fx.GraphModule, count: int) -> fx.GraphModule:
     graph = module.graph
     muls: dict[int, fx.Node] = {}
     for node in graph.nodes:
-        owner, sep, index = str(node.target).rpartition("__hwprune_mask_mul_")
+        _, sep, index = str(node.target).rpartition("__hwprune_mask_mul_")
         if node.op == "call_module" and sep and index.isdigit():
             muls[int(index)] = node
     if sorted(muls) != list(range(count)):
