@@ -28,6 +28,9 @@ __all__ = ["UnreachableBudget", "prune_to_budget", "SEARCHES"]
 SEARCHES = ("opti-cut", "hilp", "flops", "uniform")
 DEFAULT_MARGIN = 0.03
 FINAL_ATTEMPTS = 3
+#: Opti-Cut measures the whole network each time its estimate falls by this share of the
+#: baseline (HFP measures "at intervals"), so the LUT's drift is corrected on the way down
+RECALIBRATE_EVERY = 0.10
 FINAL_PAIRS = 3
 
 
@@ -246,5 +249,5 @@ def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float,
         return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, round_to=align, progress=say,
                               recheck=meter.recheck)
     return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
-                    normalize=normalize, probe=meter.probe)
+                    normalize=normalize, probe=meter.probe, recalibrate_every=RECALIBRATE_EVERY)
 

@@ -470,3 +470,19 @@ def test_uniform_search_times_a_suspect_failure_again(tmp_path: Path, recheck_ag
         assert 0.95 * budget < res.measured_ms <= budget and res.keep.sum() == res.measured_ms
     else:
         assert res.measured_ms == plain.measured_ms and np.array_equal(res.keep, plain.keep)
+
+
+def test_opti_cut_recalibrates_on_the_way_down_and_needs_no_give_back(tmp_path: Path) -> None:
+    """A cheap model that reads half of each saving: without interval measurements the first
+    check comes ~48 channels too deep and the give-back undoes chunks; measuring every 10% of
+    the baseline rescales the model on the way and the search stops near the budget itself."""
+    analysis, channels, scores, base, budget = _over_cut_case(tmp_path)
+    truth = lambda k: float(k.sum())  # noqa: E731
+    plain = opti_cut(analysis, scores, _HalfCost(), channels, truth, budget, base, align=8)
+    assert any(np.isnan(h.predicted_ms) for h in plain.history)   # it had to give back
+    res = opti_cut(analysis, scores, _HalfCost(), channels, truth, budget, base, align=8, recalibrate_every=0.05)
+    checks = [h for h in res.history if h.measured_ms is not None and h.step > 0]
+    assert res.reached and 0.95 * budget <= truth(res.keep) <= budget
+    assert not any(np.isnan(h.predicted_ms) for h in res.history)  # no give-back probes
+    # the first check came when the estimate had fallen 5% of the baseline, above the budget
+    assert checks[0].measured_ms > budget and checks[0].predicted_ms <= base * 0.95
