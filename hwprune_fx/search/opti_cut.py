@@ -4,8 +4,9 @@ Every prunable group offers its next chunk of least-important channels (a chunk 
 alignment step: on AVX2 CPUs latency moves in steps of 8 channels, so single channels
 often buy nothing). ``align`` is one multiple for all groups or one per group (``--align
 auto``, from the measured staircase); a group's first chunk takes it down to a multiple.
-The chunk with the least importance lost per millisecond saved goes first; the cheap cost model estimates, calibrated by whole-network measurements, and the
-search stops as soon as the *measured* latency meets the budget.
+The chunk with the least importance lost per millisecond saved goes first; the cheap cost
+model estimates, rescaled by whole-network measurements at intervals on the way down, and
+the search stops as soon as the *measured* latency meets the budget.
 """
 from __future__ import annotations
 
@@ -75,8 +76,9 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     ``recalibrate_every``: also measure (with ``probe``) whenever the estimate has fallen by
     this fraction of the baseline since the last measurement, and rescale the cheap model by
     what the hardware said. Without it the cheap model's error grows unchecked down to the
-    first check: on MobileNetV2 at 40% the LUT still read 4.0 ms when the network ran at
-    3.0 ms, and the give-back had 146 chunks to undo. With it, each measurement sets the
+    first check: on MobileNetV2 at 40% the LUT's estimate there was far above the measured
+    latency, and the give-back had most of the cut to undo (benchmarks/results/budget.md,
+    session-9 notes). With it, each measurement sets the
     model's scale to the measured saving so far over the saving the model estimated for the
     same chunks (a scale of the deltas, which is what the search spends); without it, to the
     measured over the estimated latency.
