@@ -36,9 +36,9 @@ MIN_BLOCK_SECONDS = 0.003
 #: held at once (VGG's 25088x4096 classifier is 400 MB per count)
 KEEP_OPEN_BYTES = 512 << 20
 #: depthwise widths are swept on and off this multiple, and looked up within their own class:
-#: ort-cpu ran MobileNetV2's depthwise convs 2.5-5x slower one channel off a multiple of 4 (e.g.
-#: 221 channels against 220 and 224; ``benchmarks/results/staircase.md``), so a curve through
-#: points of both classes is wrong for either
+#: ort-cpu ran the depthwise convs of MobileNetV2 and EfficientNet-B0 2-7x slower one channel
+#: off a multiple of 4 (``benchmarks/results/depthwise_comb.md``), so a curve through points
+#: of both classes is wrong for either
 DEPTHWISE_MULTIPLE = 4
 
 

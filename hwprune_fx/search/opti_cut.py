@@ -78,10 +78,9 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     what the hardware said. Without it the cheap model's error grows unchecked down to the
     first check: on MobileNetV2 at 40% the LUT's estimate there was far above the measured
     latency, and the give-back had most of the cut to undo (benchmarks/results/budget.md,
-    session-9 notes). With it, each measurement sets the
-    model's scale to the measured saving so far over the saving the model estimated for the
-    same chunks (a scale of the deltas, which is what the search spends); without it, to the
-    measured over the estimated latency.
+    session-9 notes). With it, each measurement sets the model's scale to the measured saving
+    so far over the saving the model estimated for the same chunks (a scale of the deltas,
+    which is what the search spends); without it, to the measured over the estimated latency.
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
