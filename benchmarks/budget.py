@@ -172,7 +172,7 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
     counts = Counter(len(r.get("fresh_processes", [None])) for r in rows if "final_ms" in r)
     processes = ", ".join(f"{n} per row in {k} rows" for n, k in sorted(counts.items(), reverse=True))
     worst = summary["worst_overshoot_pct"]
-    overshoot = (f"worst overshoot {worst:.1f}%" if worst > 0
+    overshoot = (f"worst overshoot {worst:.2g}%" if worst > 0   # 2 significant digits: a 0.009% miss is no 0.0%
                  else f"no overshoot (the fullest row uses {100 + worst:.1f}% of its budget)")
     md = [f"# Budget table (ort-cpu, {threads} thread): {hits}/{len(rows)} rows within budget, "
           f"{overshoot}, {summary['rows_using_90pct_or_more']} rows use >= 90% of the budget", "",
