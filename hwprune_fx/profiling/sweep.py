@@ -58,11 +58,18 @@ class Sweep:
     def at_in_class(self, count: int, multiple: int) -> float:
         """Interpolation between the points on ``multiple`` if ``count`` is on it, else between
         the points off it (all points when its class was not measured)."""
-        counts = np.asarray(self.counts)
-        same = (counts % multiple == 0) == (int(count) % multiple == 0)
-        if not same.any():
-            return self.at(count)
-        return float(np.interp(count, counts[same], np.asarray(self.ms)[same]))
+        points = self._class_points(multiple)[int(count) % multiple == 0]
+        return self.at(count) if points is None else float(np.interp(count, *points))
+
+    def _class_points(self, multiple: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, ...]:
+        """(counts, ms) off and on ``multiple`` (None: none measured), split once per multiple:
+        the look-up sits in the searches' inner loop."""
+        cache = self.__dict__.setdefault("_classes", {})   # not a field: equality and hashing ignore it
+        if multiple not in cache:
+            counts, ms = np.asarray(self.counts), np.asarray(self.ms)
+            on = counts % multiple == 0
+            cache[multiple] = tuple((counts[m], ms[m]) if m.any() else None for m in (~on, on))
+        return cache[multiple]
 
     def steps(self, min_jump: float = 0.05) -> list[int]:
         """Counts where latency jumps by more than ``min_jump`` (relative) from the previous count."""
