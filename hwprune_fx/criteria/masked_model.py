@@ -42,7 +42,7 @@ gradient is a per-sample gradient.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -75,14 +75,13 @@ class MaskedModel:
     batch_size: int
     num_units: int
     unit_index: torch.Tensor  # unit id of every mask entry, masks flattened and concatenated
-    means: list[torch.Tensor] = field(default_factory=list)  # what a mask at 0 leaves; zeros if empty
+    means: list[torch.Tensor]  # what a mask at 0 leaves: zeros (removal) or calibration means
 
     def ones(self, requires_grad: bool = False) -> list[torch.Tensor]:
         return [torch.ones(s, requires_grad=requires_grad) for s in self.mask_shapes]
 
     def __call__(self, inputs: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        means = self.means or [torch.zeros(s) for s in self.mask_shapes]
-        out = self.module(*inputs, *masks, *means)
+        out = self.module(*inputs, *masks, *self.means)
         if isinstance(out, torch.Tensor):
             return [out]
         flat: list[torch.Tensor] = []
@@ -115,12 +114,11 @@ class MaskedModel:
         global _RECORDER
         recorder = _MeanRecorder(len(self.mask_shapes))
         _RECORDER = recorder
-        try:
+        try:   # with every mask at 1 each edge passes its tensor on, whatever the means
             with torch.no_grad():
                 ones = self.ones()
-                zeros = [torch.zeros(s) for s in self.mask_shapes]
                 for inputs in self.batches(calib):
-                    self.module(*inputs, *ones, *zeros)
+                    self(inputs, ones)
         finally:
             _RECORDER = None
         return recorder.means(self.mask_shapes)
@@ -261,7 +259,7 @@ def _finish(module: torch.nn.Module, inputs: list[str], edges: list[tuple[str, s
     for p in module.parameters():
         p.requires_grad_(False)
     return MaskedModel(module, inputs, tensors, [c for _, c in edges], shapes, batch, analysis.num_units,
-                       torch.from_numpy(np.asarray(index, np.int64)))
+                       torch.from_numpy(np.asarray(index, np.int64)), [torch.zeros(s) for s in shapes])
 
 
 def _add_mean_placeholders(graph: fx.Graph, count: int) -> list[fx.Node]:
