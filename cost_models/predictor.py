@@ -33,10 +33,11 @@ from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import register_cost_model
 from hwprune_fx.cost_models.layer_flops import FlopsConfigModel
 from hwprune_fx.cost_models.lut import LutCostModel
+from hwprune_fx.profiling.sweep import DEPTHWISE_MULTIPLE
 
 __all__ = ["PredictorCostModel"]
 
-UNALIGNED_DEPTHWISE = 4   # a depthwise width off this multiple pays (see the module docstring)
+UNALIGNED_DEPTHWISE = DEPTHWISE_MULTIPLE   # a depthwise width off it pays (see the module docstring)
 
 
 @register_cost_model("predictor")

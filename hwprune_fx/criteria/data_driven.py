@@ -87,9 +87,7 @@ class DataCriterion:
 
         from hwprune_fx.criteria.masked_model import build_masked_model
 
-        masked = build_masked_model(self.model, analysis)
-        if self.centered:
-            masked.means = masked.activation_means(self.calib)
+        masked = build_masked_model(self.model, analysis, self.calib if self.centered else None)
         total = torch.zeros(analysis.num_units, dtype=torch.float64)
         n_batches = masked.num_batches(self.calib)
         every = max(1, n_batches // 8)

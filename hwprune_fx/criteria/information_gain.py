@@ -118,10 +118,8 @@ def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: Cali
     from hwprune_fx.criteria.masked_model import build_masked_model
 
     say = progress or (lambda msg: None)
-    masked = build_masked_model(model, analysis)
+    masked = build_masked_model(model, analysis, calib if centered else None)
     units = np.arange(analysis.num_units) if units is None else np.asarray(units, np.int64)
-    if centered:
-        masked.means = masked.activation_means(calib)
     batches = list(masked.batches(calib))
     out = np.zeros(units.size)
     with torch.no_grad():

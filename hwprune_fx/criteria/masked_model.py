@@ -191,17 +191,24 @@ def is_fx_module(model: Any) -> bool:
     return isinstance(model, fx.GraphModule)
 
 
-def build_masked_model(model: onnx.ModelProto | fx.GraphModule, analysis: DependencyAnalysis) -> MaskedModel:
+def build_masked_model(model: onnx.ModelProto | fx.GraphModule, analysis: DependencyAnalysis,
+                       means_from: CalibrationData | None = None) -> MaskedModel:
     """The masked network of ``model`` (the prepared ONNX original, or a traced GraphModule).
 
     ``analysis`` must be the analysis of that same model: its tensor names are looked up in it.
+    ``means_from``: set the means to these samples' channel means (a mask at 0 then replaces a
+    channel by its mean); without it they are zeros (a mask at 0 removes the channel).
     """
     if is_fx_module(model):
-        return _fx_masked(model, analysis)
-    if isinstance(model, onnx.ModelProto):
-        return _onnx_masked(model, analysis)
-    raise UserError(f"data-driven criteria need an onnx.ModelProto or a torch.fx.GraphModule, "
-                    f"got {type(model).__name__}")
+        masked = _fx_masked(model, analysis)
+    elif isinstance(model, onnx.ModelProto):
+        masked = _onnx_masked(model, analysis)
+    else:
+            raise UserError(f"data-driven criteria need an onnx.ModelProto or a torch.fx.GraphModule, "
+                        f"got {type(model).__name__}")
+    if means_from is not None:
+        masked.means = masked.activation_means(means_from)
+    return masked
 
 
 def _mask_shape(analysis: DependencyAnalysis, tensor: str) -> tuple[int, ...] | None:
