@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from cost_model_accuracy import load_zoo_model
 from provenance import code_commit
 
-from hwprune_fx.analysis import analyze_dependencies
-from hwprune_fx.cost_models import LayerChannels
-from hwprune_fx.pipeline import load_onnx_model
-from hwprune_fx.profiling.layers import find_layers
 from hwprune_fx.profiling.sweep import DEPTHWISE_MULTIPLE, sweep_layer
 from hwprune_fx.targets import TimingConfig, create_backend
-from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
 
 def counts_around(full: int, share: float = 0.6, multiple: int = DEPTHWISE_MULTIPLE) -> list[int]:
@@ -33,11 +28,7 @@ def counts_around(full: int, share: float = 0.6, multiple: int = DEPTHWISE_MULTI
 
 
 def run_model(name: str, backend, layers_per_model: int) -> list[dict]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        export_onnx(build_model(name), input_shape_for(name), path)
-        loaded = load_onnx_model(path)
-    layers = LayerChannels.build(analyze_dependencies(loaded.channel_graph), find_layers(loaded.graph)).layers
+    layers = load_zoo_model(name)[2].layers
     depthwise = [i for i, layer in enumerate(layers) if layer.group > 1 and layer.group == layer.in_channels]
     picks = sorted({depthwise[j] for j in np.linspace(0, len(depthwise) - 1, layers_per_model).round().astype(int)})
     rows = []
