@@ -138,6 +138,7 @@ def main() -> None:
                          "over seeds: one run's searches time noisy networks and can land far apart)")
     ap.add_argument("--merge", metavar="JSON", action="append", default=[],
                     help="rows of an earlier run (same protocol) to keep in the table; rows without a seed are seed 0")
+    ap.add_argument("--rescore", action="store_true", help="data-driven criteria re-scored as Opti-Cut cuts")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--stem", default="quality", help="file names of the results: STEM.json and STEM.md")
     args = ap.parse_args()
@@ -184,7 +185,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
             t0 = time.perf_counter()
             try:
                 res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
-                                      cache_dir=cache, calib=calib if criterion not in ("l1", "l2", "bn") else None)
+                                      cache_dir=cache, calib=calib if criterion not in ("l1", "l2", "bn") else None,
+                                      rescore=args.rescore)
             except UnreachableBudget as exc:
                 row["error"] = str(exc)
                 rows.append(row)

@@ -48,7 +48,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                     threads: int = 1, repeat: int = 20, input_shapes: dict | None = None,
                     cache_dir: str | os.PathLike | None = None, best_effort: bool = False,
                     progress: Callable[[str], None] | None = None, backend_options: dict | None = None,
-                    calib: CalibInput = None, margin: float = DEFAULT_MARGIN) -> dict[str, Any]:
+                    calib: CalibInput = None, margin: float = DEFAULT_MARGIN,
+                    rescore: bool | None = None) -> dict[str, Any]:
     """Returns ``{"model": pruned ModelProto, "plan": PruningPlan, "report": {...}}``.
 
     The search aims ``margin`` (a fraction) under the budget: one network's latency relative to
@@ -59,6 +60,10 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
     :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
+
+    ``rescore``: score the data-driven criterion again at the network cut so far, each time the
+    search's latency has fallen by ``RECALIBRATE_EVERY`` of the baseline (opti-cut, hilp, flops).
+    None: the criterion's own default (on for ``ig-mean``; see ``DataCriterion.rescore_default``).
 
     Raises:
         UnreachableBudget: the budget cannot be met (unless ``best_effort``).
@@ -75,6 +80,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     from hwprune_fx.merge_oracle import merge_oracle
     from hwprune_fx.passes.merge_similar import applicable_merges, materialize_merged
     from hwprune_fx.search.candidate_meter import CandidateMeter, measure_baseline
+    from hwprune_fx.criteria.data_driven import DataCriterion
     import onnx_graphsurgeon as gs
 
     say = progress or (lambda msg: None)
@@ -97,6 +103,14 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     loaded = load_onnx_model(model, input_shapes)
     analysis = analyze_dependencies(loaded.channel_graph)
     crit, calib_entry = make_criterion(criterion, loaded.original, calib, model_input_specs(loaded.original), say)
+    if rescore is None:
+        rescore = getattr(crit, "rescore_default", False) and search != "uniform"
+    if rescore and not isinstance(crit, DataCriterion):
+        raise UserError(f"--rescore re-scores a data-driven criterion (taylor, ig, ig-mean) at the network cut so "
+                        f"far; {criterion!r} would give the same scores again")
+    if rescore and search == "uniform":
+        raise UserError("--rescore applies to the searches that cut step by step (opti-cut, hilp, flops), "
+                        "not to uniform")
     scores = crit.score(analysis)
     phases["load_and_analysis"] = time.perf_counter() - t0
 
@@ -147,6 +161,14 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         phases["final_measurement"] = phases.get("final_measurement", 0.0) + time.perf_counter() - t0
         return base_again, final, budget.target_ms(base_again.median_ms)
 
+    rescores: list[int] = []
+
+    def rescorer(keep: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = crit.score(analysis, keep)
+        phases["rescore"] = phases.get("rescore", 0.0) + time.perf_counter() - t0
+        rescores.append(int(keep.sum()))
+        return out
     # no margin when the original already meets the budget: then there is nothing to prune
     aim_ms = budget_ms if budget_ms >= baseline.median_ms else budget_ms * (1.0 - margin)
     attempts: list[dict[str, float]] = []
@@ -155,7 +177,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
         t0 = time.perf_counter()
         result = _search(search, analysis, scores, cost, channels, meter, aim_ms, baseline.median_ms, align, edges,
-                         not global_scale(crit), say)
+                         not global_scale(crit), say, rescorer if rescore else None)
         phases["search"] = phases.get("search", 0.0) + time.perf_counter() - t0
         confirmations += meter.confirmations
         plan = PruningPlan(analysis, np.flatnonzero(~result.keep))
@@ -201,6 +223,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
         "margin": margin, "aim_ms": aim_ms, "attempts": attempts,
+        "rescore": bool(rescore), "rescored_at_units_left": rescores,
         "scores_normalized_per_group": not global_scale(crit),
         "confirmations": confirmations, "merged_channels": len(merges),
         "merges": [m._asdict() for m in merges],
@@ -232,7 +255,8 @@ def final_pair(backend, original: onnx.ModelProto, pruned: onnx.ModelProto, pair
 
 
 def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float, baseline_ms: float,
-            align, edges, normalize: bool, say: Callable[[str], None]):
+            align, edges, normalize: bool, say: Callable[[str], None],
+            rescore: Callable[[np.ndarray], np.ndarray] | None = None):
     """One run of the chosen search towards ``aim_ms``; candidates timed by ``meter``."""
     from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import SearchResult, SearchStep, opti_cut
@@ -244,10 +268,12 @@ def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float,
                             [SearchStep(0, 0, baseline_ms, baseline_ms)])
     if search == "hilp":
         return hilp_search(analysis, scores, cost, meter.measure, aim_ms, baseline_ms, align=align, edges=edges,
-                           progress=say, measure_many=meter.measure_many, normalize=normalize)
+                           progress=say, measure_many=meter.measure_many, normalize=normalize,
+                           rescore=rescore, rescore_every=RECALIBRATE_EVERY)
     if search == "uniform":
         return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, round_to=align, progress=say,
                               recheck=meter.recheck)
     return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
-                    normalize=normalize, probe=meter.probe, recalibrate_every=RECALIBRATE_EVERY)
+                    normalize=normalize, probe=meter.probe, recalibrate_every=RECALIBRATE_EVERY,
+                    rescore=rescore)
 

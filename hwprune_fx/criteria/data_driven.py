@@ -69,6 +69,8 @@ class DataCriterion:
     needs_data = True
     global_scale = True   # a change of the loss (taylor) or of the output distribution (ig)
     centered = False      # score removal as "replaced by its calibration mean" (see masked_model)
+    #: whether a budgeted search re-scores by default as it cuts (``prune_to_budget(rescore=None)``)
+    rescore_default = False
 
     def __init__(self, model: Any = None, calib: CalibrationData | None = None, *,
                  progress: Callable[[str], None] | None = None) -> None:
@@ -82,12 +84,14 @@ class DataCriterion:
         self.calib = calib
         self.progress = progress or (lambda msg: None)
 
-    def score(self, analysis: DependencyAnalysis) -> np.ndarray:
+    def score(self, analysis: DependencyAnalysis, keep: np.ndarray | None = None) -> np.ndarray:
+        """Every unit's importance in the network where ``keep`` (one bool per unit; default all
+        True) says which units are still there: a search that re-scores as it cuts asks what
+        removing a unit costs the network it has now, not the original."""
         import torch
 
-        from hwprune_fx.criteria.masked_model import build_masked_model
-
-        masked = build_masked_model(self.model, analysis, self.calib if self.centered else None)
+        masked = self._masked_model(analysis)
+        self._keep = keep
         total = torch.zeros(analysis.num_units, dtype=torch.float64)
         n_batches = masked.num_batches(self.calib)
         every = max(1, n_batches // 8)
@@ -95,7 +99,23 @@ class DataCriterion:
             total += self.batch_scores(masked, inputs, i)
             if i % every == 0 or i == n_batches:
                 self.progress(f"{self.name}: batch {i}/{n_batches} ({masked.batch_size} sample(s) each)")
-        return (total / (n_batches * masked.batch_size)).numpy()
+        out = (total / (n_batches * masked.batch_size)).numpy()
+        if keep is not None:
+            out[~np.asarray(keep, dtype=bool)] = 0.0   # already gone: nothing left to lose
+        return out
+
+    def _masked_model(self, analysis: DependencyAnalysis) -> MaskedModel:
+        """Built once per analysis: a search that re-scores reuses it."""
+        from hwprune_fx.criteria.masked_model import build_masked_model
+
+        cached = getattr(self, "_masked", None)
+        if cached is None or cached[0] is not analysis:
+            self._masked = (analysis, build_masked_model(self.model, analysis, self.calib if self.centered else None))
+        return self._masked[1]
+
+    def start_masks(self, model: MaskedModel) -> list[torch.Tensor]:
+        """The masks the gradients are taken at: the network being scored (see :meth:`score`)."""
+        return model.at(getattr(self, "_keep", None), requires_grad=True)
 
     def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
         """Summed importance contributions of one batch, one per unit."""

@@ -59,19 +59,19 @@ class InformationGainCriterion(DataCriterion):
         self.exact = exact
         self.seed = seed
 
-    def score(self, analysis: DependencyAnalysis) -> np.ndarray:
+    def score(self, analysis: DependencyAnalysis, keep: np.ndarray | None = None) -> np.ndarray:
         if not self.exact:
-            return super().score(analysis)
-        units = np.flatnonzero(~analysis.unit_pinned)
-        out = np.zeros(analysis.num_units)  # pinned units: no plan may remove them, not computed
+            return super().score(analysis, keep)
+        units = np.flatnonzero(~analysis.unit_pinned if keep is None else ~analysis.unit_pinned & keep)
+        out = np.zeros(analysis.num_units)  # pinned or gone: no plan may remove them, not computed
         out[units] = exact_information_gain(self.model, analysis, self.calib, units, centered=self.centered,
-                                            progress=self.progress)
+                                            keep=keep, progress=self.progress)
         return out
 
     def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
         import torch
 
-        masks = model.ones(requires_grad=True)
+        masks = self.start_masks(model)
         kind, y = prediction(model(inputs, masks))
         logp = torch.log_softmax(y, 1) if kind == "categorical" else y
         batch, width = y.shape
@@ -102,16 +102,21 @@ class MeanInformationGainCriterion(InformationGainCriterion):
 
     name = "ig-mean"
     centered = True
+    #: re-scored as the search cuts: its partly cut network (means kept) is close to the one a
+    #: recalibration gives, so its scores there mean something (benchmarks/results/quality_rescore.md)
+    rescore_default = True
 
 
 def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: CalibrationData,
                            units: np.ndarray | list[int] | None = None, *, centered: bool = False,
-                           progress: Callable[[str], None] | None = None) -> np.ndarray:
+                           keep: np.ndarray | None = None, progress: Callable[[str], None] | None = None) -> np.ndarray:
     """Mean KL(p_original || p_without_unit) over ``calib``, for each unit of ``units`` (default: all).
 
     Each unit is removed alone, by zeroing its masks (on all of its frontier edges): exactly the
     network the oracle checks a pruned model against, the original with the unit's slots zeroed.
     ``centered``: its channels are replaced by their calibration means instead (``ig-mean``).
+    ``keep``: the network the unit is removed from (one bool per unit; default the original),
+    so the KL is between that network and the same without the unit.
     """
     import torch
 
@@ -123,10 +128,13 @@ def exact_information_gain(model: Any, analysis: DependencyAnalysis, calib: Cali
     batches = list(masked.batches(calib))
     out = np.zeros(units.size)
     with torch.no_grad():
-        ones = masked.ones()
-        refs = [prediction(masked(x, ones)) for x in batches]
+        start = np.ones(analysis.num_units, bool) if keep is None else np.asarray(keep, bool)
+        base = masked.at(start)
+        refs = [prediction(masked(x, base)) for x in batches]
         for j, u in enumerate(units.tolist()):
-            masks = masked.without_unit(u)
+            without = start.copy()
+            without[u] = False
+            masks = masked.at(without)
             out[j] = sum(divergence(kind, ref, prediction(masked(x, masks))[1])
                          for x, (kind, ref) in zip(batches, refs))
             if (j + 1) % max(1, units.size // 8) == 0:

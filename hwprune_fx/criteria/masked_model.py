@@ -80,6 +80,18 @@ class MaskedModel:
     def ones(self, requires_grad: bool = False) -> list[torch.Tensor]:
         return [torch.ones(s, requires_grad=requires_grad) for s in self.mask_shapes]
 
+    def at(self, keep: np.ndarray | None, requires_grad: bool = False) -> list[torch.Tensor]:
+        """Masks of the network with the units where ``keep`` is False removed (None: all kept)."""
+        if keep is None:
+            return self.ones(requires_grad)
+        kept = torch.as_tensor(np.asarray(keep, dtype=bool))[self.unit_index].to(torch.float32)
+        masks, start = [], 0
+        for shape in self.mask_shapes:
+            n = int(np.prod(shape))
+            masks.append(kept[start:start + n].reshape(shape).clone().requires_grad_(requires_grad))
+            start += n
+        return masks
+
     def __call__(self, inputs: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
         out = self.module(*inputs, *masks, *self.means)
         if isinstance(out, torch.Tensor):
@@ -98,13 +110,9 @@ class MaskedModel:
 
     def without_unit(self, unit: int) -> list[torch.Tensor]:
         """Masks that zero every frontier edge of ``unit`` (what removing it does) and keep the rest."""
-        masks, start = [], 0
-        for shape in self.mask_shapes:
-            n = int(np.prod(shape))
-            keep = (self.unit_index[start:start + n] != unit).to(torch.float32)
-            masks.append(keep.reshape(shape))
-            start += n
-        return masks
+        keep = np.ones(self.num_units, dtype=bool)
+        keep[unit] = False
+        return self.at(keep)
 
     def activation_means(self, calib: CalibrationData) -> list[torch.Tensor]:
         """Per channel, the mean of every masked tensor over the calibration samples and positions.

@@ -31,7 +31,7 @@ class TaylorCriterion(DataCriterion):
     def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
         import torch
 
-        masks = model.ones(requires_grad=True)
+        masks = self.start_masks(model)
         kind, y = prediction(model(inputs, masks))
         if kind == "categorical":
             loss = torch.nn.functional.cross_entropy(y, y.argmax(1).detach(), reduction="sum")

@@ -15,7 +15,7 @@ import numpy as np
 
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel
-from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_norms, group_order
+from hwprune_fx.search.opti_cut import SearchResult, SearchStep, group_norms, group_order, reorder_remaining
 from hwprune_fx.search.staircase import align_of
 
 __all__ = ["hilp_search"]
@@ -27,7 +27,9 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                 progress: Callable[[str], None] | None = None,
                 edges: Mapping[int, list[int]] | None = None,
                 measure_many: Callable[[list[np.ndarray]], list[float]] | None = None,
-                normalize: bool = True, step_fraction: float = 0.25) -> SearchResult:
+                normalize: bool = True, step_fraction: float = 0.25,
+                rescore: Callable[[np.ndarray], np.ndarray] | None = None,
+                rescore_every: float = 0.10) -> SearchResult:
     """Layer-wise measured steps until the measured latency is within ``budget_ms``.
 
     Args:
@@ -44,12 +46,15 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
             still to go (0: one edge per step). Near the budget that is one edge, as HILP's
             progressive steps are; far from it, a deep network needs tens of measured steps
             instead of hundreds.
+        rescore: the criterion at the network cut so far; called after a step once the measured
+            latency has fallen by ``rescore_every`` of the baseline since the last scores, and
+            the remaining units of every group are re-ordered (see ``opti_cut``).
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
     norm = group_norms(order, scores, normalize)
     removed = dict.fromkeys(order, 0)
-    current = baseline_ms
+    current = scored_at = baseline_ms
     history = [SearchStep(0, 0, baseline_ms, baseline_ms)]
 
     def next_edge(g: int, width: int) -> int:
@@ -105,4 +110,11 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                      f"(budget {budget_ms:.3f} ms)")
         if ms <= budget_ms:
             return SearchResult(keep, True, ms, history)
+        if rescore is not None and ms <= scored_at - rescore_every * baseline_ms:
+            scores = np.asarray(rescore(keep.copy()), dtype=np.float64)
+            order = reorder_remaining(order, removed, scores)
+            norm = group_norms({h: u[removed[h]:] for h, u in order.items()}, scores, normalize)
+            scored_at = ms
+            if progress:
+                progress(f"hilp step {step}: re-scored {int(keep.sum())} remaining units")
     return SearchResult(keep, False, current, history)

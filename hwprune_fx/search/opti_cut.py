@@ -19,7 +19,7 @@ from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel, LayerChannels
 from hwprune_fx.search.staircase import align_of
 
-__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms"]
+__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms", "reorder_remaining"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
              align: int | Mapping[int, int] = 8, measure_every: int = 0,
              progress: Callable[[str], None] | None = None, fill: float = 0.95,
              normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None,
-             recalibrate_every: float = 0.0) -> SearchResult:
+             recalibrate_every: float = 0.0,
+             rescore: Callable[[np.ndarray], np.ndarray] | None = None) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
     Whole-network checks use ``probe`` (a cheaper measurement, e.g. one that may come from a
@@ -81,6 +82,12 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     session-9 notes). With it, each measurement sets the model's scale to the measured saving
     so far over the saving the model estimated for the same chunks (a scale of the deltas,
     which is what the search spends); without it, to the measured over the estimated latency.
+
+    ``rescore``: the criterion again, at the network cut so far (``keep``); called at every
+    measurement after which the search goes on cutting. The remaining units of every group are
+    re-ordered by the new scores. Scores taken once at the original say what removing one unit
+    from the *original* costs; after a third of the network is gone, which of the rest matter
+    has changed (HFP re-evaluates between its cuts).
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
@@ -144,6 +151,13 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             else:
                 calib *= measured / max(predicted, 1e-12)
             predicted = measured
+            if rescore is not None:
+                scores = np.asarray(rescore(keep.copy()), dtype=np.float64)
+                order = reorder_remaining(order, removed, scores)
+                norm = group_norms({g: u[removed[g]:] for g, u in order.items()}, scores, normalize)
+                values = {g: value(g) for g in order}
+                if progress:
+                    progress(f"step {step}: re-scored {int(keep.sum())} remaining units")
         best = min(values, key=lambda g: values[g][0], default=None)
         if best is None or not np.isfinite(values[best][0]):
             # plateaus everywhere: take any chunk that is left, least important first
@@ -162,6 +176,16 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
         step += 1
         for h in neighbours[best]:
             values[h] = value(h)
+
+
+def reorder_remaining(order: Mapping[int, np.ndarray], removed: Mapping[int, int],
+                      scores: np.ndarray) -> dict[int, np.ndarray]:
+    """Each group's removed units first (as taken), then the rest from least to most important."""
+    out = {}
+    for g, units in order.items():
+        rest = units[removed[g]:]
+        out[g] = np.concatenate([units[:removed[g]], rest[np.argsort(scores[rest], kind="stable")]])
+    return out
 
 
 def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
