@@ -11,6 +11,7 @@ unpruned network (top-1 agreement, mean KL).
     python benchmarks/quality.py --budgets 60 --criteria l1,ig --searches opti-cut
     python benchmarks/quality.py --seeds 1,2 --criteria l1,ig --merge old/quality.json   # more seeds, one table
     python benchmarks/quality.py --seeds 0,1,2 --criteria ig,ig-mean --stem quality_ig_mean   # a side table
+    python benchmarks/quality.py --criteria ig-mean --rescore off --dense-cache /tmp/dense   # an ablation
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from torchvision.models.resnet import BasicBlock
 from provenance import code_commit
 
 SIDE = 32
+RESCORE = {"default": None, "on": True, "off": False}
+DATA_DRIVEN = ("taylor", "ig", "ig-mean")
 
 
 def digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -138,7 +141,10 @@ def main() -> None:
                          "over seeds: one run's searches time noisy networks and can land far apart)")
     ap.add_argument("--merge", metavar="JSON", action="append", default=[],
                     help="rows of an earlier run (same protocol) to keep in the table; rows without a seed are seed 0")
-    ap.add_argument("--rescore", action="store_true", help="data-driven criteria re-scored as Opti-Cut cuts")
+    ap.add_argument("--rescore", choices=("default", "on", "off"), default="default",
+                    help="re-score data-driven criteria as the search cuts (default: each criterion's own)")
+    ap.add_argument("--dense-cache", metavar="DIR",
+                    help="keep each seed's trained dense network here and reuse it (training is ~5 min a seed)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--stem", default="quality", help="file names of the results: STEM.json and STEM.md")
     args = ap.parse_args()
@@ -154,6 +160,39 @@ def main() -> None:
         write_results(Path(args.out), rows, args)
 
 
+def _dense_path(seed: int, args: argparse.Namespace) -> Path | None:
+    """Where ``--dense-cache`` keeps the trained dense network of one seed: keyed by the epochs and
+    the source of the data split, the network and the training loop, so a change to any of them
+    trains again."""
+    import hashlib
+    import inspect
+
+    if not args.dense_cache:
+        return None
+    code = "".join(inspect.getsource(f) for f in (digits, DigitsResNet, train)).encode()
+    return Path(args.dense_cache) / f"dense_s{seed}_e{args.epochs}_{hashlib.sha256(code).hexdigest()[:12]}.pt"
+
+
+def load_dense(model: nn.Module, seed: int, args: argparse.Namespace) -> bool:
+    """The cached weights and numpy's random state after training (the fine-tunes draw their
+    shifts from it), so a cached run prunes and fine-tunes exactly as a training run does."""
+    path = _dense_path(seed, args)
+    if path is None or not path.exists():
+        return False
+    saved = torch.load(path, weights_only=False)
+    model.load_state_dict(saved["state"])
+    model.eval()
+    np.random.set_state(saved["np_random"])
+    return True
+
+
+def save_dense(model: nn.Module, seed: int, args: argparse.Namespace) -> None:
+    path = _dense_path(seed, args)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": model.state_dict(), "np_random": np.random.get_state()}, path)
+
+
 def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     """One split, one dense network, the whole grid pruned from it."""
     from onnx2torch import convert
@@ -166,7 +205,9 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     np.random.seed(seed)
     dense = DigitsResNet()
     t0 = time.perf_counter()
-    train(dense, xtr, ytr, args.epochs, 0.1, seed)
+    if not load_dense(dense, seed, args):
+        train(dense, xtr, ytr, args.epochs, 0.1, seed)
+        save_dense(dense, seed, args)
     ref = logits_of(dense, xte)
     dense_acc = float((ref.argmax(1) == yte).mean())
     print(f"seed {seed}: dense test accuracy {dense_acc:.4f} after {args.epochs} epochs "
@@ -186,7 +227,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
             try:
                 res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
                                       cache_dir=cache, calib=calib if criterion not in ("l1", "l2", "bn") else None,
-                                      rescore=args.rescore)
+                                      rescore=RESCORE[args.rescore] if criterion in DATA_DRIVEN else None)
             except UnreachableBudget as exc:
                 row["error"] = str(exc)
                 rows.append(row)
@@ -199,7 +240,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
                         "budget_ms": rep["budget_ms"], "reached": rep["reached"],
                         "macs_ratio": rep["macs_after"] / rep["macs_before"],
                         "accuracy": float((got.argmax(1) == yte).mean()), **fidelity(ref, got),
-                        "merged_channels": rep.get("merged_channels", 0),
+                        "merged_channels": rep.get("merged_channels", 0), "rescore": rep.get("rescore", False),
                         "search_seconds": round(time.perf_counter() - t0, 1)})
             reestimate_bn(pruned, calib.samples["input"])
             row["accuracy_bn"] = float((logits_of(pruned, xte).argmax(1) == yte).mean())
@@ -226,13 +267,14 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace) -> None
           "after the search (the budget is a share of that baseline).", "",
           "acc (BN) = after re-estimating BatchNorm statistics on the calibration samples only (no "
           "labels, no gradient); acc (FT) = then the same short fine-tune for every row. merged = channels "
-          "`similarity` folded into a kept twin instead of removing them.", ""]
+          "`similarity` folded into a kept twin instead of removing them. (re-scored) = the criterion scored "
+          "again at the network cut so far each 10% of the baseline the search went down (`--rescore`).", ""]
     md += summary_table(rows)
     md += ["", "## Every row", "",
            "| seed | budget | criterion | search | final / baseline | MACs after/before | acc (no FT) | acc (BN) "
            "| acc (FT) | top-1 agree | KL | merged |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        head = f"| {r['seed']} | {r['budget']} | {r['criterion']} | {r['search']} "
+        head = f"| {r['seed']} | {r['budget']} | {_criterion(r)} | {r['search']} "
         if "error" in r:
             md.append(head + "| unreachable | | | | | | | |")
             continue
@@ -248,7 +290,7 @@ def summary_table(rows: list[dict]) -> list[str]:
     groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
         if "error" not in r:
-            groups.setdefault((r["budget"], r["criterion"], r["search"]), []).append(r)
+            groups.setdefault((r["budget"], _criterion(r), r["search"]), []).append(r)
     seeds = len({r["seed"] for r in rows})
     md = [f"## Mean over seeds ({seeds} seed{'s' if seeds > 1 else ''}; n = rows averaged)", "",
           "| budget | criterion | search | n | final / baseline | MACs after/before | acc (BN): mean (min-max) "
@@ -264,6 +306,11 @@ def summary_table(rows: list[dict]) -> list[str]:
                   f"| {100 * np.mean([r['accuracy_finetuned'] for r in g]):.2f}% "
                   f"| {np.mean([r['kl'] for r in g]):.3f} |")
     return md
+
+
+def _criterion(row: dict) -> str:
+    """The criterion, marked where the search re-scored it as it cut (``--rescore``)."""
+    return f"{row['criterion']} (re-scored)" if row.get("rescore") else row["criterion"]
 
 
 def _pct(value: float | None) -> str:
