@@ -91,12 +91,11 @@ class DataCriterion:
         import torch
 
         masked = self._masked_model(analysis)
-        self._keep = keep
         total = torch.zeros(analysis.num_units, dtype=torch.float64)
         n_batches = masked.num_batches(self.calib)
         every = max(1, n_batches // 8)
         for i, inputs in enumerate(masked.batches(self.calib), start=1):
-            total += self.batch_scores(masked, inputs, i)
+            total += self.batch_scores(masked, inputs, i, masked.at(keep, requires_grad=True))
             if i % every == 0 or i == n_batches:
                 self.progress(f"{self.name}: batch {i}/{n_batches} ({masked.batch_size} sample(s) each)")
         out = (total / (n_batches * masked.batch_size)).numpy()
@@ -113,10 +112,8 @@ class DataCriterion:
             self._masked = (analysis, build_masked_model(self.model, analysis, self.calib if self.centered else None))
         return self._masked[1]
 
-    def start_masks(self, model: MaskedModel) -> list[torch.Tensor]:
-        """The masks the gradients are taken at: the network being scored (see :meth:`score`)."""
-        return model.at(getattr(self, "_keep", None), requires_grad=True)
-
-    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
-        """Summed importance contributions of one batch, one per unit."""
+    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int,
+                     masks: list[torch.Tensor]) -> torch.Tensor:
+        """Summed importance contributions of one batch, one per unit; the gradients are taken at
+        ``masks`` (leaf tensors: the network being scored, see :meth:`score`)."""
         raise NotImplementedError

@@ -68,10 +68,10 @@ class InformationGainCriterion(DataCriterion):
                                             keep=keep, progress=self.progress)
         return out
 
-    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
+    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int,
+                     masks: list[torch.Tensor]) -> torch.Tensor:
         import torch
 
-        masks = self.start_masks(model)
         kind, y = prediction(model(inputs, masks))
         logp = torch.log_softmax(y, 1) if kind == "categorical" else y
         batch, width = y.shape

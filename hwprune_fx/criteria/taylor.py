@@ -28,10 +28,10 @@ __all__ = ["TaylorCriterion"]
 class TaylorCriterion(DataCriterion):
     name = "taylor"
 
-    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int) -> torch.Tensor:
+    def batch_scores(self, model: MaskedModel, inputs: list[torch.Tensor], batch_index: int,
+                     masks: list[torch.Tensor]) -> torch.Tensor:
         import torch
 
-        masks = self.start_masks(model)
         kind, y = prediction(model(inputs, masks))
         if kind == "categorical":
             loss = torch.nn.functional.cross_entropy(y, y.argmax(1).detach(), reduction="sum")
