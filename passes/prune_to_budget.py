@@ -38,7 +38,8 @@ class PruneToBudgetPass(PassBase):
                  align: Annotated[int, Range(1)] | Literal["auto"] = 8,
                  cost_model: Annotated[str, Choices(("lut", "flops"))] = "lut",
                  best_effort: bool = False,
-                 margin: Annotated[float, Range(0.0, 0.5, high_open=True)] = 0.03) -> None:
+                 margin: Annotated[float, Range(0.0, 0.5, high_open=True)] = 0.03,
+                 rescore: bool | None = None) -> None:
         """
         Args:
             budget: latency to reach: 12ms, 800us, 60% (of the measured input) or 1.8x.
@@ -48,6 +49,8 @@ class PruneToBudgetPass(PassBase):
             cost_model: cheap latency estimate the search confirms by measurement.
             best_effort: return the best network found when the budget is missed.
             margin: fraction under the budget the search aims at (timing spread between processes).
+            rescore: score a data-driven criterion again on the network cut so far as the search
+                goes down (none: the criterion's default, on for ig-mean).
         """
         self.budget = budget
         self.search = search
@@ -56,6 +59,7 @@ class PruneToBudgetPass(PassBase):
         self.cost_model = cost_model
         self.best_effort = best_effort
         self.margin = margin
+        self.rescore = rescore
 
     def call(self, model: Any) -> PassResult:
         if not isinstance(model, onnx.ModelProto):
@@ -67,7 +71,7 @@ class PruneToBudgetPass(PassBase):
             target=ctx.target, search=self.search, criterion=self.criterion, cost_model=self.cost_model,
             align=self.align, threads=ctx.threads, repeat=ctx.repeat,
             input_shapes=dict(ctx.input_shapes) if ctx.input_shapes else None, cache_dir=ctx.cache_dir,
-            best_effort=self.best_effort, margin=self.margin, progress=ctx.progress,
+            best_effort=self.best_effort, margin=self.margin, rescore=self.rescore, progress=ctx.progress,
             backend_options=dict(ctx.backend_options) if ctx.backend_options else None)
         accepted = inspect.signature(prune_to_budget).parameters
         if ctx.calib is not None:

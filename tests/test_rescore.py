@@ -195,3 +195,21 @@ def test_rescore_needs_a_data_driven_criterion_and_a_budget(small_cli, tmp_path:
     res = run_cli("prune", str(model), "--ratio", "0.5", "--rescore", "-o", str(out))
     assert res.returncode == 2 and "needs --budget" in res.stderr
     assert not out.exists()
+
+
+def test_the_prune_pass_takes_rescore_and_hands_it_to_the_search(small_cli) -> None:
+    import onnx
+
+    from hwprune_fx.errors import UserError
+    from hwprune_fx.pass_infra import PassContext
+    from hwprune_fx.pass_infra.registry import create_pass
+
+    assert create_pass("prune", budget="50%", rescore="false").rescore is False
+    assert create_pass("prune", budget="50%", rescore="none").rescore is None
+    assert create_pass("prune", budget="50%").rescore is None
+    with pytest.raises(UserError, match="rescore"):
+        create_pass("prune", budget="50%", rescore="maybe")
+    model, _ = small_cli
+    # l1 gives the same scores at any cut: asking to re-score it is refused before anything is timed
+    with PassContext(target="ort-cpu"), pytest.raises(UserError, match="data-driven criterion"):
+        create_pass("prune", budget="50%", rescore="true")(onnx.load(str(model)))
