@@ -174,6 +174,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     attempts: list[dict[str, float]] = []
     confirmations: list[dict[str, float]] = []
     for attempt in range(1, FINAL_ATTEMPTS + 1):
+        rescores.clear()   # the report's steps and re-scores are the last search's
         meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
         t0 = time.perf_counter()
         result = _search(search, analysis, scores, cost, channels, meter, aim_ms, baseline.median_ms, align, edges,
