@@ -31,6 +31,8 @@ FINAL_ATTEMPTS = 3
 #: Opti-Cut measures the whole network each time its estimate falls by this share of the
 #: baseline (HFP measures "at intervals"), so the LUT's drift is corrected on the way down
 RECALIBRATE_EVERY = 0.10
+#: ``--rescore``: the criterion is scored again each time the search goes down this share of the baseline
+RESCORE_EVERY = 0.10
 FINAL_PAIRS = 3
 
 
@@ -62,7 +64,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
 
     ``rescore``: score the data-driven criterion again at the network cut so far, each time the
-    search's latency has fallen by ``RECALIBRATE_EVERY`` of the baseline (opti-cut, hilp, flops).
+    search's latency has fallen by ``RESCORE_EVERY`` of the baseline (opti-cut, hilp, flops).
     None: the criterion's own default (on for ``ig-mean``; see ``DataCriterion.rescore_default``).
 
     Raises:
@@ -270,11 +272,11 @@ def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float,
     if search == "hilp":
         return hilp_search(analysis, scores, cost, meter.measure, aim_ms, baseline_ms, align=align, edges=edges,
                            progress=say, measure_many=meter.measure_many, normalize=normalize,
-                           rescore=rescore, rescore_every=RECALIBRATE_EVERY)
+                           rescore=rescore, rescore_every=RESCORE_EVERY)
     if search == "uniform":
         return uniform_search(analysis, scores, meter.measure, aim_ms, baseline_ms, round_to=align, progress=say,
                               recheck=meter.recheck)
     return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
                     normalize=normalize, probe=meter.probe, recalibrate_every=RECALIBRATE_EVERY,
-                    rescore=rescore)
+                    rescore=rescore, rescore_every=RESCORE_EVERY)
 
