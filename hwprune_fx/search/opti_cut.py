@@ -58,7 +58,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
              normalize: bool = True, probe: Callable[[np.ndarray], float] | None = None,
              recalibrate_every: float = 0.0,
              rescore: Callable[[np.ndarray], np.ndarray] | None = None,
-             rescore_every: float = np.inf) -> SearchResult:
+             rescore_every: float = 0.10) -> SearchResult:
     """Remove chunks until the measured latency is within ``budget_ms``.
 
     Whole-network checks use ``probe`` (a cheaper measurement, e.g. one that may come from a
@@ -84,13 +84,13 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     so far over the saving the model estimated for the same chunks (a scale of the deltas,
     which is what the search spends); without it, to the measured over the estimated latency.
 
-    ``rescore``: the criterion again, at the network cut so far (``keep``); called at every
-    measurement after which the search goes on cutting. The remaining units of every group are
-    re-ordered by the new scores. Scores taken once at the original say what removing one unit
-    from the *original* costs; after a third of the network is gone, which of the rest matter
-    has changed (HFP re-evaluates between its cuts). ``rescore_every``: also re-score whenever
-    the estimate has fallen by this fraction of the baseline since the last scores, measured or
-    not (default: only at measurements).
+    ``rescore``: the criterion again, at the network cut so far (``keep``), each time the
+    latency (the estimate, or the measurement where there is one) has fallen by
+    ``rescore_every`` of the baseline since the last scores. The remaining units of every group
+    are re-ordered by the new scores. Scores taken once at the original say what removing one
+    unit from the *original* costs; after a third of the network is gone, which of the rest
+    matter has changed (HFP re-evaluates between its cuts). A plateau's step-by-step
+    measurements do not each re-score: only the latency fallen counts.
     """
     keep = np.ones(analysis.num_units, dtype=bool)
     order = group_order(analysis, scores)
@@ -123,8 +123,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     stalled = False
     taken: list[np.ndarray] = []   # chunks in the order they went
     above = 0                      # chunks taken when the hardware last said "over budget"
-    scored_at = baseline_ms        # the estimate when the scores were last taken
-    rescore_now = False
+    scored_at = baseline_ms        # the latency when the scores were last taken
     while True:
         due = recalibrate_every > 0 and predicted <= last_measured - recalibrate_every * baseline_ms
         if predicted <= budget_ms or stalled or due or (measure_every and step and step % measure_every == 0):
@@ -156,13 +155,12 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             else:
                 calib *= measured / max(predicted, 1e-12)
             predicted = measured
-            rescore_now = True    # on the network the hardware just timed
-        if rescore is not None and (rescore_now or predicted <= scored_at - rescore_every * baseline_ms):
+        if rescore is not None and predicted <= scored_at - rescore_every * baseline_ms:
             scores = np.asarray(rescore(keep.copy()), dtype=np.float64)
             order = reorder_remaining(order, removed, scores)
             norm = group_norms({g: u[removed[g]:] for g, u in order.items()}, scores, normalize)
             values = {g: value(g) for g in order}
-            scored_at, rescore_now = predicted, False
+            scored_at = predicted
             if progress:
                 progress(f"step {step}: re-scored {int(keep.sum())} remaining units")
         best = min(values, key=lambda g: values[g][0], default=None)
