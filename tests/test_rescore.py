@@ -214,3 +214,28 @@ def test_the_prune_pass_takes_rescore_and_hands_it_to_the_search(small_cli) -> N
     # l1 gives the same scores at any cut: asking to re-score it is refused before anything is timed
     with PassContext(target="ort-cpu"), pytest.raises(UserError, match="data-driven criterion"):
         create_pass("prune", budget="50%", rescore="true")(onnx.load(str(model)))
+
+
+class _FlatCost(_CountCost):
+    """Sees no saving anywhere: Opti-Cut stalls and measures after every chunk."""
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        return 0.0
+
+
+def test_a_plateau_measured_step_by_step_re_scores_only_per_tenth_of_latency_fallen(tmp_path: Path) -> None:
+    analysis, channels, scores, base, _ = _over_cut_case(tmp_path)
+    budget = base - 64
+    truth = lambda k: float(k.sum())  # noqa: E731
+    calls: list[np.ndarray] = []
+
+    def rescore(keep: np.ndarray) -> np.ndarray:
+        calls.append(keep.copy())
+        return scores
+
+    res = opti_cut(analysis, scores, _FlatCost(), channels, truth, budget, base, align=8, rescore=rescore)
+    measured = [h for h in res.history if h.step > 0 and h.measured_ms is not None]
+    assert res.reached and len(measured) >= 7          # one measurement per 8-channel chunk
+    fallen = [base] + [float(c.sum()) for c in calls]
+    assert 1 <= len(calls) < len(measured)
+    assert all(a - b >= 0.10 * base for a, b in zip(fallen, fallen[1:]))
