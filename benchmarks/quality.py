@@ -198,6 +198,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
     from onnx2torch import convert
 
     from hwprune_fx.calib import CalibrationData
+    from hwprune_fx.criteria import needs_data
     from hwprune_fx.prune_budget import UnreachableBudget, prune_to_budget
 
     xtr, xte, ytr, yte = digits(seed)
@@ -226,7 +227,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
             t0 = time.perf_counter()
             try:
                 res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
-                                      cache_dir=cache, calib=calib if criterion not in ("l1", "l2", "bn") else None,
+                                      cache_dir=cache, calib=calib if needs_data(criterion) else None,
                                       rescore=RESCORE[args.rescore] if criterion in DATA_DRIVEN else None)
             except UnreachableBudget as exc:
                 row["error"] = str(exc)

@@ -212,7 +212,7 @@ def build_masked_model(model: onnx.ModelProto | fx.GraphModule, analysis: Depend
     elif isinstance(model, onnx.ModelProto):
         masked = _onnx_masked(model, analysis)
     else:
-            raise UserError(f"data-driven criteria need an onnx.ModelProto or a torch.fx.GraphModule, "
+        raise UserError(f"data-driven criteria need an onnx.ModelProto or a torch.fx.GraphModule, "
                         f"got {type(model).__name__}")
     if means_from is not None:
         masked.means = masked.activation_means(means_from)

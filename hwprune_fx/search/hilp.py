@@ -112,8 +112,7 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
             return SearchResult(keep, True, ms, history)
         if rescore is not None and ms <= scored_at - rescore_every * baseline_ms:
             scores = np.asarray(rescore(keep.copy()), dtype=np.float64)
-            order = reorder_remaining(order, removed, scores)
-            norm = group_norms({h: u[removed[h]:] for h, u in order.items()}, scores, normalize)
+            order, norm = reorder_remaining(order, removed, scores, normalize)
             scored_at = ms
             if progress:
                 progress(f"hilp step {step}: re-scored {int(keep.sum())} remaining units")

@@ -157,8 +157,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             predicted = measured
         if rescore is not None and predicted <= scored_at - rescore_every * baseline_ms:
             scores = np.asarray(rescore(keep.copy()), dtype=np.float64)
-            order = reorder_remaining(order, removed, scores)
-            norm = group_norms({g: u[removed[g]:] for g, u in order.items()}, scores, normalize)
+            order, norm = reorder_remaining(order, removed, scores, normalize)
             values = {g: value(g) for g in order}
             scored_at = predicted
             if progress:
@@ -183,14 +182,15 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             values[h] = value(h)
 
 
-def reorder_remaining(order: Mapping[int, np.ndarray], removed: Mapping[int, int],
-                      scores: np.ndarray) -> dict[int, np.ndarray]:
-    """Each group's removed units first (as taken), then the rest from least to most important."""
+def reorder_remaining(order: Mapping[int, np.ndarray], removed: Mapping[int, int], scores: np.ndarray,
+                      normalize: bool) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """After a re-score: each group's removed units first (as taken), then the rest from least to
+    most important by ``scores``; and the group norms (:func:`group_norms`) of what remains."""
     out = {}
     for g, units in order.items():
         rest = units[removed[g]:]
         out[g] = np.concatenate([units[:removed[g]], rest[np.argsort(scores[rest], kind="stable")]])
-    return out
+    return out, group_norms({g: u[removed[g]:] for g, u in out.items()}, scores, normalize)
 
 
 def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
