@@ -4,10 +4,12 @@ Per model: ``--fit`` + ``--variants`` random per-group keep ratios in [0.3, 1.0]
 by the oracle, measured whole on the target. The predictor is fitted on the first ``--fit``
 variants and every cost model is scored on the other ``--variants`` (held out).
 
-Each variant is timed beside the original in interleaved rounds and its latency taken as
-(variant / original, median over rounds) x the baseline: machine drift over the run (minutes
-to an hour) would otherwise show up as model error. The raw per-variant medians are kept in
-the JSON too.
+Each variant is timed beside the original, a block of the original before every block of the
+variant, and its latency taken as (variant / original, median) x the baseline: machine drift
+over the run (minutes to an hour) would otherwise show up as model error. The variants are
+timed in pools (``pooled_ratios``): every round goes once through all of a pool's variants,
+so one variant's rounds are spread over minutes rather than taken within a second, where a
+spell of a slow machine could catch all of them.
 
     python benchmarks/cost_model_accuracy.py --models resnet18,resnet50 --fit 30 --variants 30
 """
@@ -36,7 +38,7 @@ from hwprune_fx.pipeline import load_onnx_model
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.profiling.layers import find_layers
 from hwprune_fx.targets import TimingConfig, create_backend
-from hwprune_fx.targets.side_by_side import round_medians
+from hwprune_fx.targets.side_by_side import pooled_ratios
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
 
 
@@ -56,21 +58,19 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": round(float(spearmanr(pred, truth).statistic), 4)}
 
 
-def side_by_side(backend, original, variant, rounds: int, sessions: int = 1) -> tuple[float, list[float], float]:
-    """(median variant/original ratio, the original's round medians, the variant's median).
+def pooled_latencies(backend, original, build, keeps: list, rounds: int, passes: int) -> tuple[list[float], list[float]]:
+    """(per variant, its median ratio to the original; the original's block medians), in pools that fit memory.
 
-    With ``sessions`` > 1 the pair is timed in that many pairs of new sessions and the median of
-    their ratios kept: on MobileNetV2 one session pair's ratio repeated only to about 6%, and a
-    new session (its memory layout) is part of that noise, which more rounds in one pair of
-    sessions do not average out.
+    ``pooled_ratios`` keeps a pool's sessions all alive, so a pool holds about 2 GiB of
+    models (VGG16-BN: 3 variants; MobileNetV2: all of them); ``build`` makes a variant.
     """
-    per_session, orig_all, var_all = [], [], []
-    for _ in range(sessions):
-        (orig, var), _ = round_medians(backend, [original, variant], rounds)
-        per_session.append(float(np.median(np.array(var) / np.array(orig))))
-        orig_all.extend(orig)
-        var_all.extend(var)
-    return float(np.median(per_session)), orig_all, float(np.median(var_all))
+    size = max(1, (2 << 30) // max(1, original.ByteSize()))
+    ratios, reference = [], []
+    for start in tqdm(range(0, len(keeps), size), desc="timing pools", file=sys.stderr, leave=False):
+        r, ref = pooled_ratios(backend, original, [build(k) for k in keeps[start:start + size]], rounds, passes)
+        ratios += [float(np.median(x)) for x in r]
+        reference += ref
+    return ratios, reference
 
 
 def load_zoo_model(name: str):
@@ -93,23 +93,20 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     flops = create_cost_model("flops", channels=channels)
     measured = MeasuredCostModel(loaded.original, analysis, backend)
     rng = np.random.default_rng(seed)
-    configs, ratios, originals, raw, max_err = [], [], [], [], 0.0
-    for i in tqdm(range(fit + variants), desc=name, file=sys.stderr, leave=False):
+    configs, max_err = [], 0.0
+    for i in tqdm(range(fit + variants), desc=f"{name} oracle", file=sys.stderr, leave=False):
         keep = random_keep(analysis, rng)
-        model = measured.build(keep)
-        res = onnx_oracle(loaded.original, model, PruningPlan(analysis, np.flatnonzero(~keep)).removed_channels)
+        res = onnx_oracle(loaded.original, measured.build(keep),
+                          PruningPlan(analysis, np.flatnonzero(~keep)).removed_channels)
         if not res.exact:
             raise AssertionError(f"{name}: variant not exact ({res.max_rel_error})")
         max_err = max(max_err, res.max_rel_error)
         configs.append(keep)
-        ratio, orig_rounds, raw_ms = side_by_side(backend, loaded.original, model, rounds, sessions)
-        ratios.append(ratio)
-        originals.extend(orig_rounds)
-        raw.append(raw_ms)
+    ratios, originals = pooled_latencies(backend, loaded.original, measured.build, configs, rounds, sessions)
     # the measurement's own repeatability, the floor under any model's error: the first
-    # ``recheck`` held-out variants timed a second time, the same way
-    again = [side_by_side(backend, loaded.original, measured.build(k), rounds, sessions)[0]
-             for k in configs[fit:fit + recheck]]
+    # ``recheck`` held-out variants timed a second time, the same way, after all the others
+    again = pooled_latencies(backend, loaded.original, measured.build, configs[fit:fit + recheck], rounds,
+                             sessions)[0] if recheck else []
     # the original's latency: the median of all its rounds, i.e. over the whole run
     baseline_ms = float(np.median(originals))
     truth_arr = np.array(ratios) * baseline_ms
@@ -120,7 +117,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     f_fit = np.array([flops.predict(k) for k in fit_c])
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))
     row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
-           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
+           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions, "protocol": "pooled",
            "seed": seed, "commit": code_commit(),
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
@@ -129,8 +126,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
            "flops": scores(scale * np.array([flops.predict(k) for k in test_c]), test_t),
            "repeatability": scores(np.array(again) * baseline_ms, truth_arr[fit:fit + len(again)]) if again else None,
            "repeatability_n": len(again), "flops_scaled_by": scale, "predictor_features": predictor.feature_names(),
-           "truth_ms": truth_arr.tolist(), "raw_median_ms": raw,
-           "raw_vs_side_by_side_mape_pct": round(100 * float(np.mean(np.abs(np.array(raw) - truth_arr) / truth_arr)), 2),
+           "truth_ms": truth_arr.tolist(),
            "seconds": round(time.perf_counter() - t0, 1)}
     return row
 
@@ -140,9 +136,9 @@ def main() -> None:
     ap.add_argument("--models", default="resnet18,resnet50,mobilenet_v2,vgg16_bn,efficientnet_b0")
     ap.add_argument("--fit", type=int, default=30, help="variants the predictor is fitted on")
     ap.add_argument("--variants", type=int, default=30, help="held-out variants every model is scored on")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (beside the original)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per pass through a pool (beside the original)")
     ap.add_argument("--sessions", type=int, default=3,
-                    help="pairs of new sessions per variant (median ratio): a session's memory layout is noise too")
+                    help="passes over each pool, each with new sessions: a session's memory layout is noise too")
     ap.add_argument("--recheck", type=int, default=10,
                     help="held-out variants timed twice: the measurement's own repeatability")
     ap.add_argument("--target", default="ort-cpu")
@@ -177,19 +173,22 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
     md = [f"# Cost-model accuracy on {args.target} ({args.threads} thread), held-out variants", "",
           f"Per model: the predictor is fitted on {args.fit} random variants and every cost model is scored on "
           f"{args.variants} others. Each variant is timed beside the original in interleaved rounds, in one or more "
-          "pairs of new sessions (sessions x rounds x runs per round in the table); its latency is the median "
+          "sets of new sessions (sessions x rounds x runs per round in the table); its latency is the median "
           "variant/original ratio x the original's median over the whole run. `FLOPs` is MACs scaled by one factor "
-          "fitted on the same variants. "
+          "fitted on the same variants. `pooled`: a round goes once through all the variants of a pool (one "
+          "variant's rounds spread over minutes); `pairs`: each variant's rounds are taken together, in new "
+          "sessions beside the original. "
           f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
           f"{os.cpu_count()} cores.", "",
-          "| model | commit | baseline ms | held-out latency range | sessions x rounds x runs | predictor MAPE | "
+          "| model | commit | baseline ms | held-out latency range | timing: sessions x rounds x runs | predictor MAPE | "
           "predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
         held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
         md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['baseline_ms']:.2f} | "
-                  f"{held.min():.2f}-{held.max():.2f}x | {r.get('sessions', 1)} x {r['rounds']} x {r['repeat']} | "
+                  f"{held.min():.2f}-{held.max():.2f}x | {r.get('protocol', 'pairs')} {r.get('sessions', 1)} x "
+                  f"{r['rounds']} x {r['repeat']} | "
                   f"{p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
                   f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} | {_rep(r, 'mape_pct', '%')} "
                   f"| {_rep(r, 'spearman')} |")

@@ -16,7 +16,7 @@ import onnx
 from hwprune_fx.targets.base import Backend
 from hwprune_fx.targets.measurement import Measurement, summarize
 
-__all__ = ["measure_side_by_side", "round_medians"]
+__all__ = ["measure_side_by_side", "pooled_ratios", "round_medians"]
 
 
 def round_medians(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int,
@@ -54,3 +54,36 @@ def measure_side_by_side(backend: Backend, models: Sequence[onnx.ModelProto], ro
     return [summarize(backend.name, samples, t.warmup, t.threads,
                       {**backend.settings(), **(m.settings if m else {}), "rounds": rounds})
             for samples, m in zip(per_model, last)]
+
+
+def pooled_ratios(backend: Backend, reference: onnx.ModelProto, models: Sequence[onnx.ModelProto], rounds: int,
+                  passes: int = 1, feeds: dict[str, np.ndarray] | None = None,
+                  progress: Callable[[str], None] | None = None) -> tuple[list[list[float]], list[float]]:
+    """Per model, its time over the reference's once per round and pass; and the reference's block medians (ms).
+
+    Why not one model at a time: on a shared machine some models (MobileNetV2 variants with
+    unaligned depthwise widths) run tens of percent slower for seconds at a time while the
+    reference barely moves, so all the rounds of one model, taken within a second or two, can
+    all land in such a spell. Here every model keeps its compiled session, and each round goes
+    once through all of them, a reference block before every model block: one model's rounds
+    are spread over the whole run. Each pass builds fresh sessions, so a session's memory
+    layout is sampled too. All models are held compiled at once: the caller sizes the pool.
+    """
+    from hwprune_fx.oracle import random_inputs
+
+    if rounds < 1 or passes < 1:
+        raise ValueError("rounds and passes must be >= 1")
+    x = feeds if feeds is not None else random_inputs(reference, batch=1)
+    ratios: list[list[float]] = [[] for _ in models]
+    reference_ms: list[float] = []
+    for p in range(passes):
+        ref = backend.block_timer(reference, x)
+        blocks = [backend.block_timer(m, x) for m in models]
+        for r in range(rounds):
+            for i, block in enumerate(blocks):
+                reference_ms.append(ref().median_ms)
+                ratios[i].append(block().median_ms / reference_ms[-1])
+            if progress:
+                progress(f"{len(models)} models: pass {p + 1}/{passes}, round {r + 1}/{rounds}")
+        del blocks, ref
+    return ratios, reference_ms
