@@ -131,7 +131,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budgets", default="60,40")
     ap.add_argument("--criteria", default="l1,taylor,ig,similarity")
-    ap.add_argument("--searches", default="opti-cut,hilp")
+    ap.add_argument("--searches", default="opti-cut,hilp", help="comma-separated; empty: the uniform rows only")
+    ap.add_argument("--uniform-align", default="8",
+                    help="comma-separated widths uniform L1 rounds to, a row each (1: Torch-Pruning's default, no "
+                         "rounding; 8: the CLI's --align, whose coarse steps can land far under the budget)")
     ap.add_argument("--epochs", type=int, default=20, help="training epochs of the dense network")
     ap.add_argument("--finetune-epochs", type=int, default=3, help="the same short fine-tune for every row")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples, drawn from the training split")
@@ -219,14 +222,16 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
         src = Path(tmp) / "digits_resnet.onnx"
         export_keeping_bn(dense, src)
         cache = Path(tmp) / "cache"
-        runs = [(b, c, s) for b in args.budgets.split(",") for c in args.criteria.split(",")
-                for s in args.searches.split(",")] + [(b, "l1", "uniform") for b in args.budgets.split(",")]
-        for budget, criterion, search in runs:
+        budgets = args.budgets.split(",")
+        runs = [(b, c, s, 8) for b in budgets for c in _names(args.criteria) for s in _names(args.searches)]
+        runs += [(b, "l1", "uniform", int(a)) for b in budgets for a in _names(args.uniform_align)]
+        for budget, criterion, search, align in runs:
             row: dict = {"seed": seed, "budget": f"{budget}%", "criterion": criterion, "search": search,
-                         "dense_accuracy": dense_acc, "commit": commit}
+                         "align": align, "dense_accuracy": dense_acc, "commit": commit}
             t0 = time.perf_counter()
             try:
                 res = prune_to_budget(src, f"{budget}%", search=search, criterion=criterion, repeat=args.repeat,
+                                      align=align,
                                       cache_dir=cache, calib=calib if needs_data(criterion) else None,
                                       rescore=RESCORE[args.rescore] if criterion in DATA_DRIVEN else None)
             except UnreachableBudget as exc:
@@ -309,9 +314,15 @@ def summary_table(rows: list[dict]) -> list[str]:
     return md
 
 
+def _names(arg: str) -> list[str]:
+    return [a for a in arg.split(",") if a.strip()]
+
+
 def _criterion(row: dict) -> str:
-    """The criterion, marked where the search re-scored it as it cut (``--rescore``)."""
-    return f"{row['criterion']} (re-scored)" if row.get("rescore") else row["criterion"]
+    """The criterion, marked where the search re-scored it as it cut (``--rescore``), or rounded to
+    other than the default 8 (``--uniform-align``)."""
+    name = f"{row['criterion']} (re-scored)" if row.get("rescore") else row["criterion"]
+    return name if row.get("align", 8) == 8 else f"{name} (align {row['align']})"
 
 
 def _pct(value: float | None) -> str:
