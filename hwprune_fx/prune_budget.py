@@ -166,10 +166,17 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     rescores: list[int] = []
 
     def rescorer(keep: np.ndarray) -> np.ndarray:
+        """The criterion at ``keep``: one progress line per re-score, not the first scoring's batch lines."""
         t0 = time.perf_counter()
-        out = crit.score(analysis, keep)
-        phases["rescore"] = phases.get("rescore", 0.0) + time.perf_counter() - t0
+        lines, crit.progress = crit.progress, lambda msg: None
+        try:
+            out = crit.score(analysis, keep)
+        finally:
+            crit.progress = lines
+        seconds = time.perf_counter() - t0
+        phases["rescore"] = phases.get("rescore", 0.0) + seconds
         rescores.append(int(keep.sum()))
+        say(f"{criterion}: scored again at {int(keep.sum())} of {keep.size} units in {seconds:.1f} s")
         return out
     # no margin when the original already meets the budget: then there is nothing to prune
     aim_ms = budget_ms if budget_ms >= baseline.median_ms else budget_ms * (1.0 - margin)

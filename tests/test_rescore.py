@@ -193,6 +193,22 @@ def test_ig_mean_re_scores_by_default_and_no_rescore_turns_it_off(small_cli, tmp
     assert on["seconds"]["rescore"] > 0 and "rescore" not in off["seconds"]
 
 
+def test_a_re_score_says_one_line_not_the_first_scorings_batch_lines(small_cli, tmp_path: Path) -> None:
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    model, calib = small_cli
+    lines: list[str] = []
+    res = prune_to_budget(model, "50%", criterion="ig-mean", calib=str(calib), best_effort=True, repeat=5,
+                          cache_dir=tmp_path / "cache", progress=lines.append)
+    again = [i for i, line in enumerate(lines) if "scored again at" in line]
+    batches = [i for i, line in enumerate(lines) if ": batch " in line]
+    left = res["report"]["rescored_at_units_left"]
+    assert left and len(again) >= len(left)   # (more when the final check made the search run again)
+    # the first scoring shows its batches; the re-scores do not
+    assert batches and max(batches) < min(again)
+    assert f"scored again at {left[-1]} of " in lines[again[-1]]
+
+
 def test_rescore_needs_a_data_driven_criterion_and_a_budget(small_cli, tmp_path: Path) -> None:
     from tests.test_cli import _assert_clean_failure, run_cli
 
