@@ -388,6 +388,37 @@ def test_hilp_steps_past_several_edges_far_from_the_budget_and_one_edge_near_it(
     assert 0 < removed_last <= 8
 
 
+class _TenthCost(_CountCost):
+    """Each channel estimated at a tenth of what it measures: every edge looks too small to matter."""
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        return 0.1 * super().delta(keep, remove)
+
+
+def test_hilp_does_not_cut_half_a_group_in_one_step_however_little_each_edge_saves(tmp_path: Path) -> None:
+    _, analysis, _ = _setup(_net(tmp_path, 64, 64))
+    units = {g.id: g.units for g in analysis.prunable_groups()}
+    scores = np.random.default_rng(1).random(analysis.num_units)
+    base = float(analysis.num_units)
+
+    def first_step_widths(**kw) -> list[dict[int, int]]:
+        seen: list[dict[int, int]] = []
+
+        def measure(keep: np.ndarray) -> float:
+            seen.append({g: int(keep[u].sum()) for g, u in units.items()})
+            return float(keep.sum())
+        hilp_search(analysis, scores, _TenthCost(), measure, base - 100, base, align=8, max_steps=1, **kw)
+        return seen
+
+    # far from the budget, the estimate never reaches a quarter of the distance: without the cap
+    # a candidate takes its group edge by edge down to one channel
+    assert min(min(w.values()) for w in first_step_widths(max_group_cut=1.0)) == 1
+    # with it, every candidate of the first step keeps at least half of each group
+    capped = first_step_widths()
+    assert capped and all(n >= 32 for w in capped for n in w.values())
+    assert any(n == 32 for w in capped for n in w.values())   # and does go that far
+
+
 def test_ratio_plan_rounds_kept_widths_up_to_the_multiple(tmp_path: Path) -> None:
     from hwprune_fx.plan import plan_by_ratio
 

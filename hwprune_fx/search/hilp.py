@@ -27,7 +27,7 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
                 progress: Callable[[str], None] | None = None,
                 edges: Mapping[int, list[int]] | None = None,
                 measure_many: Callable[[list[np.ndarray]], list[float]] | None = None,
-                normalize: bool = True, step_fraction: float = 0.25,
+                normalize: bool = True, step_fraction: float = 0.25, max_group_cut: float = 0.5,
                 rescore: Callable[[np.ndarray], np.ndarray] | None = None,
                 rescore_every: float = 0.10) -> SearchResult:
     """Layer-wise measured steps until the measured latency is within ``budget_ms``.
@@ -46,6 +46,11 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
             still to go (0: one edge per step). Near the budget that is one edge, as HILP's
             progressive steps are; far from it, a deep network needs tens of measured steps
             instead of hundreds.
+        max_group_cut: such a multi-edge cut stops before it would take more than this share of
+            the group's remaining channels (the first edge is always taken). Without it, a group
+            whose edges each save little went on edge by edge to one channel in a single step
+            (a 128-channel conv of the quality benchmark's network, 128 -> 1), and the network
+            never recovered from it.
         rescore: the criterion at the network cut so far; called after a step once the measured
             latency has fallen by ``rescore_every`` of the baseline since the last scores, and
             the remaining units of every group are re-ordered (see ``opti_cut``).
@@ -64,11 +69,12 @@ def hilp_search(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostMode
 
     def cut(g: int, want_ms: float) -> np.ndarray:
         """Units of group ``g`` down to its next edge, and on edge by edge while the estimated
-        saving is under ``want_ms``."""
+        saving is under ``want_ms`` and no more than ``max_group_cut`` of the group is gone."""
         full = width = order[g].size - removed[g]
+        floor = (1.0 - max_group_cut) * full
         while True:
             edge = next_edge(g, width)
-            if edge >= width:
+            if edge >= width or (width < full and edge < floor):
                 break
             width = edge
             c = order[g][removed[g]: removed[g] + full - width]
