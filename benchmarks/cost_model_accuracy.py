@@ -58,8 +58,10 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
             "spearman": round(float(spearmanr(pred, truth).statistic), 4)}
 
 
-def pooled_latencies(backend, original, build, keeps: list, rounds: int, passes: int) -> tuple[list[float], list[float]]:
-    """(per variant, its median ratio to the original; the original's block medians), in pools that fit memory.
+def pooled_latencies(backend, original, build, keeps: list, rounds: int,
+                     passes: int) -> tuple[list[float], list[float]]:
+    """(per variant, its median ratio to the original; the original's block medians), in pools
+    that fit memory.
 
     ``pooled_ratios`` keeps a pool's sessions all alive, so a pool holds about 2 GiB of
     models (VGG16-BN: 3 variants; MobileNetV2: all of them); ``build`` makes a variant.
@@ -117,7 +119,8 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     f_fit = np.array([flops.predict(k) for k in fit_c])
     scale = float(f_fit @ truth_arr[:half] / (f_fit @ f_fit))
     row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
-           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions, "protocol": "pooled",
+           "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
+           "protocol": "pooled",
            "seed": seed, "commit": code_commit(),
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),

@@ -61,10 +61,9 @@ def pooled_ratios(backend: Backend, reference: onnx.ModelProto, models: Sequence
                   progress: Callable[[str], None] | None = None) -> tuple[list[list[float]], list[float]]:
     """Per model, its time over the reference's once per round and pass; and the reference's block medians (ms).
 
-    Why not one model at a time: on a shared machine some models (MobileNetV2 variants with
-    unaligned depthwise widths) run tens of percent slower for seconds at a time while the
-    reference barely moves, so all the rounds of one model, taken within a second or two, can
-    all land in such a spell. Here every model keeps its compiled session, and each round goes
+    Why not one model at a time: on a shared machine some models (seen on MobileNetV2
+    variants) run tens of percent slower for a second or two while the reference barely
+    moves, so all the rounds of one model, taken within such a spell, read slow together. Here every model keeps its compiled session, and each round goes
     once through all of them, a reference block before every model block: one model's rounds
     are spread over the whole run. Each pass builds fresh sessions, so a session's memory
     layout is sampled too. All models are held compiled at once: the caller sizes the pool.
