@@ -365,6 +365,26 @@ def test_opti_cut_confirms_once_per_stop_and_cuts_on_when_the_confirmation_fails
     assert len(confirmed) >= 2 and all(c > budget for c in confirmed[:-1])
 
 
+def test_opti_cut_asks_the_hardware_before_it_gives_up_when_one_reading_stalled_the_estimate(tmp_path: Path) -> None:
+    analysis, channels, scores, base, _ = _over_cut_case(tmp_path)
+    budget = base - 60
+    readings: list[float] = []
+
+    def measure(keep: np.ndarray) -> float:
+        # the first reading comes out next to the baseline (a noisy one); the rest are the truth
+        readings.append(base - 1 if not readings else float(keep.sum()))
+        return readings[-1]
+
+    # that reading rescales the estimate so far down that it never falls 10% again, nor to the
+    # budget: every chunk goes without a measurement, and before the fix the search gave up
+    # with "not reached" at the noisy reading
+    res = opti_cut(analysis, scores, _CountCost(), channels, measure, budget, base, align=8, recalibrate_every=0.10)
+    assert res.reached and res.measured_ms == float(res.keep.sum()) <= budget
+    assert len(readings) > 2 and readings[0] == base - 1
+    # and the give-back brought it back near the budget, not left at one channel per group
+    assert res.measured_ms >= 0.9 * budget
+
+
 def test_hilp_steps_past_several_edges_far_from_the_budget_and_one_edge_near_it(tmp_path: Path) -> None:
     _, analysis, _ = _setup(_net(tmp_path, 64, 64))
     units = {g.id: g.units for g in analysis.prunable_groups()}

@@ -124,6 +124,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     taken: list[np.ndarray] = []   # chunks in the order they went
     above = 0                      # chunks taken when the hardware last said "over budget"
     scored_at = baseline_ms        # the latency when the scores were last taken
+    measured_at = 0                # the step of the last measurement
     while True:
         due = recalibrate_every > 0 and predicted <= last_measured - recalibrate_every * baseline_ms
         if predicted <= budget_ms or stalled or due or (measure_every and step and step % measure_every == 0):
@@ -131,6 +132,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
             # the cheap (cacheable) number first; a network that seems to meet the budget is
             # confirmed with ``measure`` only if the give-back does not settle on another one
             measured = (probe or measure)(keep)
+            measured_at = step
             history.append(SearchStep(step, int((~keep).sum()), predicted, measured))
             if progress:
                 progress(f"step {step}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "
@@ -166,6 +168,12 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
         if best is None or not np.isfinite(values[best][0]):
             # plateaus everywhere: take any chunk that is left, least important first
             left = [g for g in order if chunk(g).size]
+            if not left and measured_at < step:
+                # nothing left to cut, but cut since the hardware last spoke: one reading that
+                # came out near the baseline sets the rescale so low that the estimate never
+                # falls far enough to ask again, and every chunk went unmeasured. Ask now.
+                stalled = True
+                continue
             if not left:
                 return SearchResult(keep, False, last_measured, history)
             best = min(left, key=lambda g: scores[chunk(g)].sum() / norm[g])
