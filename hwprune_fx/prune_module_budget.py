@@ -69,18 +69,38 @@ def prune_module_to_budget(module: Any, example_inputs: tuple, budget: str | Bud
     baseline_ms = backend.measure(current).median_ms
     final_ms = budget.target_ms(baseline_ms)
     reports, pruned, result = [], module, None
+    reached_share = 1.0   # the network so far over the original: each round's final check, side by side
     for r in range(1, rounds + 1):
         step_ms = baseline_ms * (final_ms / baseline_ms) ** (r / rounds)
         say(f"round {r}/{rounds}: budget {step_ms:.3f} ms (final {final_ms:.3f} ms)")
-        result = prune_to_budget(current, f"{step_ms:.6f}ms", target=target, threads=threads, repeat=repeat,
-                                 cache_dir=cache_dir, progress=progress, **options)
-        reports.append(result["report"])
+        result = prune_to_budget(current, _round_budget(budget, r, rounds, step_ms, reached_share), target=target,
+                                 threads=threads, repeat=repeat, cache_dir=cache_dir, progress=progress, **options)
+        rep = result["report"]
+        reached_share *= rep["final"]["median_ms"] / rep["baseline_fresh"]["median_ms"]
+        reports.append(rep)
         pruned = convert(result["model"]).eval()
         if finetune is not None:
             pruned.train()
             finetune(pruned)
             pruned.eval()
         current = module_to_onnx(pruned, example_inputs) if r < rounds else result["model"]
+    if budget.kind != "ms":   # the last round measured the budget against a baseline of its own
+        final_ms = reports[-1]["budget_ms"]
     report = {"budget": budget.text, "baseline_ms": baseline_ms, "budget_ms": final_ms, "rounds": reports,
               "final": reports[-1]["final"], "reached": reports[-1]["reached"], "finetuned": finetune is not None}
     return PruneResult(pruned, result["plan"], report)
+
+
+def _round_budget(budget: Budget, r: int, rounds: int, step_ms: float, reached_share: float) -> str:
+    """Round ``r``'s budget for ``prune_to_budget``.
+
+    A relative budget stays relative: the round asks for the share of the *original* its step
+    is at, over the share the rounds before reached (timed side by side with the original,
+    so the ratio does not rest on one baseline reading). An absolute one steps in ms from the
+    baseline read once at the start. Relative steps because one slow first reading of a
+    small network made every round's ms budget look met before anything was cut.
+    """
+    if budget.kind == "ms":
+        return f"{step_ms:.6f}ms"
+    share = budget.target_ms(1.0) ** (r / rounds) / reached_share
+    return f"{min(100.0 * share, 99.9):.6f}%"

@@ -85,3 +85,29 @@ def test_torch_target_times_onnx_through_onnx2torch(tmp_path):
     proto = module_to_onnx(Net().eval(), (torch.randn(1, 3, 16, 16),))
     m = create_backend("torch", timing=TimingConfig(warmup=1, repeat=3, threads=1), use_cache=False).measure(proto)
     assert m.target == "torch" and m.repeats == 3 and m.median_ms > 0
+
+
+def test_a_slow_first_baseline_reading_does_not_make_the_rounds_cut_nothing(tmp_path, monkeypatch):
+    """A relative budget stays relative in every round: the rounds do not rest on the one
+    baseline read before them (in one CI run that reading was slow enough that every round's ms
+    budget looked met before anything was cut)."""
+    import dataclasses
+
+    import hwprune_fx.targets as targets
+
+    real = targets.create_backend
+
+    def slow_first_reading(*args, **kw):
+        backend = real(*args, **kw)
+        measure = backend.measure
+        backend.measure = lambda model, *a, **k: dataclasses.replace(m := measure(model, *a, **k),
+                                                                     median_ms=3 * m.median_ms)
+        return backend
+    monkeypatch.setattr(targets, "create_backend", slow_first_reading)
+    torch.manual_seed(0)
+    net = Net().eval()
+    res = hwprune_fx.prune(net, budget="70%", example_inputs=(torch.randn(1, 3, 32, 32),), rounds=2, repeat=5,
+                           cache_dir=tmp_path / "cache")
+    assert sum(_widths(res.model)) < sum(_widths(net))
+    last = res.report["rounds"][-1]
+    assert last["reached"] and last["final"]["median_ms"] <= last["final_budget_ms"]
