@@ -95,16 +95,19 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     flops = create_cost_model("flops", channels=channels)
     measured = MeasuredCostModel(loaded.original, analysis, backend)
     rng = np.random.default_rng(seed)
-    configs, max_err = [], 0.0
-    for i in tqdm(range(fit + variants), desc=f"{name} oracle", file=sys.stderr, leave=False):
-        keep = random_keep(analysis, rng)
-        res = onnx_oracle(loaded.original, measured.build(keep),
-                          PruningPlan(analysis, np.flatnonzero(~keep)).removed_channels)
+    configs = [random_keep(analysis, rng) for _ in range(fit + variants)]
+    max_err = 0.0
+
+    def checked(keep: np.ndarray):
+        """The variant, built once for its pool and checked by the oracle before it is timed."""
+        nonlocal max_err
+        model = measured.build(keep)
+        res = onnx_oracle(loaded.original, model, PruningPlan(analysis, np.flatnonzero(~keep)).removed_channels)
         if not res.exact:
             raise AssertionError(f"{name}: variant not exact ({res.max_rel_error})")
         max_err = max(max_err, res.max_rel_error)
-        configs.append(keep)
-    ratios, originals = pooled_latencies(backend, loaded.original, measured.build, configs, rounds, sessions)
+        return model
+    ratios, originals = pooled_latencies(backend, loaded.original, checked, configs, rounds, sessions)
     # the measurement's own repeatability, the floor under any model's error: the first
     # ``recheck`` held-out variants timed a second time, the same way, after all the others
     again = pooled_latencies(backend, loaded.original, measured.build, configs[fit:fit + recheck], rounds,

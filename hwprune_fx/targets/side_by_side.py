@@ -63,10 +63,11 @@ def pooled_ratios(backend: Backend, reference: onnx.ModelProto, models: Sequence
 
     Why not one model at a time: on a shared machine some models (seen on MobileNetV2
     variants) run tens of percent slower for a second or two while the reference barely
-    moves, so all the rounds of one model, taken within such a spell, read slow together. Here every model keeps its compiled session, and each round goes
-    once through all of them, a reference block before every model block: one model's rounds
-    are spread over the whole run. Each pass builds fresh sessions, so a session's memory
-    layout is sampled too. All models are held compiled at once: the caller sizes the pool.
+    moves, so all the rounds of one model, taken within such a spell, read slow together.
+    Here every model keeps its compiled session, and each round goes once through all of
+    them, a reference block before every model block: one model's rounds are spread over the
+    whole run. Each pass builds fresh sessions, so a session's memory layout is sampled too.
+    All models are held compiled at once: the caller sizes the pool.
     """
     from hwprune_fx.oracle import random_inputs
 
