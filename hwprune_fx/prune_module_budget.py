@@ -72,8 +72,9 @@ def prune_module_to_budget(module: Any, example_inputs: tuple, budget: str | Bud
     reached_share = 1.0   # the network so far over the original: each round's final check, side by side
     for r in range(1, rounds + 1):
         step_ms = baseline_ms * (final_ms / baseline_ms) ** (r / rounds)
-        say(f"round {r}/{rounds}: budget {step_ms:.3f} ms (final {final_ms:.3f} ms)")
-        result = prune_to_budget(current, _round_budget(budget, r, rounds, step_ms, reached_share), target=target,
+        round_budget = _round_budget(budget, r, rounds, step_ms, reached_share)
+        say(_round_line(budget, r, rounds, round_budget, step_ms, final_ms))
+        result = prune_to_budget(current, round_budget, target=target,
                                  threads=threads, repeat=repeat, cache_dir=cache_dir, progress=progress, **options)
         rep = result["report"]
         reached_share *= rep["final"]["median_ms"] / rep["baseline_fresh"]["median_ms"]
@@ -104,3 +105,14 @@ def _round_budget(budget: Budget, r: int, rounds: int, step_ms: float, reached_s
         return f"{step_ms:.6f}ms"
     share = budget.target_ms(1.0) ** (r / rounds) / reached_share
     return f"{min(100.0 * share, 99.9):.6f}%"
+
+
+def _round_line(budget: Budget, r: int, rounds: int, round_budget: str, step_ms: float, final_ms: float) -> str:
+    """The progress line of round ``r``, in the budget's own terms: a relative budget is shown
+    as shares (the ms figure would rest on the single baseline reading it no longer uses)."""
+    if budget.kind == "ms":
+        return f"round {r}/{rounds}: budget {step_ms:.3f} ms (final {final_ms:.3f} ms)"
+    step_share = 100.0 * budget.target_ms(1.0) ** (r / rounds)
+    current = float(round_budget.rstrip("%"))
+    return (f"round {r}/{rounds}: budget {step_share:.1f}% of the original ({current:.1f}% of the network "
+            f"this round starts from; final {budget.text})")
