@@ -2,7 +2,10 @@
 
 Per model: ``--fit`` + ``--variants`` random per-group keep ratios in [0.3, 1.0], each exact
 by the oracle, measured whole on the target. The predictor is fitted on the first ``--fit``
-variants and every cost model is scored on the other ``--variants`` (held out).
+variants and every cost model is scored on the other ``--variants`` (held out). The predictor
+is also fitted on the first 10, 20, 30, 60 of the fit variants (those under ``--fit``) and
+scored on the same held-out ones: a learning curve that says whether timing more variants
+would buy accuracy.
 
 Each variant is timed beside the original, a block of the original before every block of the
 variant, and its latency taken as (variant / original, median) x the baseline: machine drift
@@ -56,6 +59,22 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> dict:
     err = np.abs(pred - truth) / truth
     return {"mape_pct": round(100 * float(err.mean()), 2), "worst_pct": round(100 * float(err.max()), 2),
             "spearman": round(float(spearmanr(pred, truth).statistic), 4)}
+
+
+def fit_sizes(fit: int) -> list[int]:
+    """Fit-set sizes of the learning curve: nested prefixes of the fit variants, up to all."""
+    return sorted({n for n in (10, 20, 30, 60) if n < fit} | {fit})
+
+
+def learning_curve(lut, analysis, configs: list, truth: np.ndarray, fit: int, test_c: list,
+                   test_t: np.ndarray) -> dict[str, dict]:
+    """The predictor fitted on the first n variants, for each n in :func:`fit_sizes`, scored on
+    the same held-out variants: whether measuring more variants would buy accuracy."""
+    curve = {}
+    for n in fit_sizes(fit):
+        model = PredictorCostModel(lut, analysis).fit(configs[:n], truth[:n])
+        curve[str(n)] = scores(np.array([model.predict(k) for k in test_c]), test_t)
+    return curve
 
 
 def pooled_latencies(backend, original, build, keeps: list, rounds: int,
@@ -128,6 +147,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
+           "predictor_by_fit_size": learning_curve(lut, analysis, configs, truth_arr, fit, test_c, test_t),
            "lut": scores(np.array([lut.predict(k) for k in test_c]), test_t),
            "flops": scores(scale * np.array([flops.predict(k) for k in test_c]), test_t),
            "repeatability": scores(np.array(again) * baseline_ms, truth_arr[fit:fit + len(again)]) if again else None,
@@ -177,8 +197,8 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
             "load_average_now": list(os.getloadavg())}
     (out / "cost_model_accuracy.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     md = [f"# Cost-model accuracy on {args.target} ({args.threads} thread), held-out variants", "",
-          f"Per model: the predictor is fitted on {args.fit} random variants and every cost model is scored on "
-          f"{args.variants} others. Each variant is timed beside the original in interleaved rounds, in one or more "
+          "Per model: the predictor is fitted on some random variants and every cost model is scored on "
+          "others (held out; both counts in the table). Each variant is timed beside the original in interleaved rounds, in one or more "
           "sets of new sessions (sessions x rounds x runs per round in the table); its latency is the median "
           "variant/original ratio x the original's median over the whole run. `FLOPs` is MACs scaled by one factor "
           "fitted on the same variants. `pooled`: a round goes once through all the variants of a pool (one "
@@ -186,13 +206,14 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
           "sessions beside the original. "
           f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
           f"{os.cpu_count()} cores.", "",
-          "| model | commit | baseline ms | held-out latency range | timing: sessions x rounds x runs | predictor MAPE | "
+          "| model | commit | fitted / held out | baseline ms | held-out latency range | timing: sessions x rounds x runs | predictor MAPE | "
           "predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
         held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
-        md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['baseline_ms']:.2f} | "
+        md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['fitted_on']} / {r['held_out']} | "
+                  f"{r['baseline_ms']:.2f} | "
                   f"{held.min():.2f}-{held.max():.2f}x | {r.get('protocol', 'pairs')} {r.get('sessions', 1)} x "
                   f"{r['rounds']} x {r['repeat']} | "
                   f"{p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
@@ -200,7 +221,25 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
                   f"| {_rep(r, 'spearman')} |")
     md += ["", "`re-measured`: the first held-out variants timed a second time the same way, scored against the "
            "first timing: the noise floor under every model's error."]
+    md += _curve_table(rows)
     (out / "cost_model_accuracy.md").write_text("\n".join(md) + "\n")
+
+
+def _curve_table(rows: list[dict]) -> list[str]:
+    """Predictor MAPE / ρ on the held-out variants against the number of variants fitted on."""
+    rows = [r for r in rows if r.get("predictor_by_fit_size")]
+    if not rows:
+        return []
+    sizes = sorted({int(n) for r in rows for n in r["predictor_by_fit_size"]})
+    md = ["", "## Predictor against the number of variants it is fitted on", "",
+          "Fitted on the first n of the fit variants, scored on the same held-out variants (MAPE, ρ).", "",
+          "| model | " + " | ".join(f"n = {n}" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for r in rows:
+        curve = r["predictor_by_fit_size"]
+        cells = [f"{curve[str(n)]['mape_pct']}%, {curve[str(n)]['spearman']}" if str(n) in curve else "-"
+                 for n in sizes]
+        md.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    return md
 
 
 def _rep(row: dict, key: str, unit: str = "") -> str:

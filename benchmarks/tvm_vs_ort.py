@@ -180,7 +180,8 @@ def main() -> None:
     log(f"models ready: MACs {rep['macs_before'] / 1e9:.3f} G -> {rep['macs_after'] / 1e9:.3f} G")
 
     ort = OrtCpuBackend(timing=timing, cache_dir=cache_dir, use_cache=False)
-    tuned = TvmLlvmBackend(timing=timing, cache_dir=cache_dir, use_cache=False, tune_trials=args.trials)
+    tuned = TvmLlvmBackend(timing=timing, cache_dir=cache_dir, use_cache=False, tune_trials=args.trials,
+                           progress=log)
     db_dir = tuned.database_dir()
     db_was_fresh = not (db_dir / "database_workload.json").exists()
     overlap = task_overlap(tuned, full, pruned, feeds_full, feeds_pruned)

@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -166,7 +166,7 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         for other_flag, other in outputs[:i]:
             if os.path.abspath(path) == os.path.abspath(other):
                 raise UserError(f"{flag} and {other_flag} name the same file {path}")
-    backend_options = {"tune_trials": tune_trials} if target == "tvm-llvm" else None
+    backend_options = {"tune_trials": tune_trials, "progress": progress} if target == "tvm-llvm" else None
     if budget is not None:
         from hwprune_fx.prune_budget import prune_to_budget
         from hwprune_fx.search.budget import parse_budget
@@ -192,7 +192,7 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
     if plot:
         from hwprune_fx.profiling.compare import layer_latency_before_after
 
-        backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, None, None)
+        backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, None, None, progress)
         rep["layers"] = layer_latency_before_after(model, pruned, backend, input_shapes=parse_input_shapes(input_shape),
                                                    progress=progress)
     written: list[str] = []
@@ -249,6 +249,13 @@ def example(name: str, output: str, size: int | None, seed: int) -> None:
     click.echo(f"wrote {output} ({name}, random weights, input {'x'.join(map(str, shape))})")
 
 
+def _bar_note(msg: str) -> None:
+    """A step line on stderr that does not break a progress bar drawn there."""
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
 class _Bar:
     """A tqdm progress bar on stderr whose total is learnt from the first ``(done, total)`` call."""
 
@@ -267,12 +274,13 @@ class _Bar:
 
 
 def _make_backend(target: str, threads: int, repeat: int, cache_dir: str | None, tune_trials: int,
-                  rpc_tracker: str | None, rpc_key: str | None) -> Any:
+                  rpc_tracker: str | None, rpc_key: str | None,
+                  progress: Callable[[str], None] | None = None) -> Any:
     from hwprune_fx.targets import TimingConfig, create_backend
 
     extra: dict[str, Any] = {}
     if target == "tvm-llvm":
-        extra = {"tune_trials": tune_trials, "rpc_tracker": rpc_tracker, "rpc_key": rpc_key}
+        extra = {"tune_trials": tune_trials, "rpc_tracker": rpc_tracker, "rpc_key": rpc_key, "progress": progress}
     elif rpc_tracker or rpc_key:
         raise UserError("--rpc-tracker/--rpc-key need --target tvm-llvm")
     return create_backend(target, timing=TimingConfig(warmup=5, repeat=repeat, threads=threads),
@@ -314,7 +322,8 @@ def profile(model: str, target: str, threads: int, repeat: int, json_path: str |
     for path in (json_path, plot):
         if path:
             check_output_path(path, (model,))
-    backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, rpc_tracker, rpc_key)
+    backend = _make_backend(target, threads, repeat, cache_dir, tune_trials, rpc_tracker, rpc_key,
+                            None if quiet else _bar_note)
     loaded = load_onnx_model(model, parse_input_shapes(input_shape))
     if sweep_layer_name:
         layer = find_layer(loaded.graph, sweep_layer_name)

@@ -52,8 +52,10 @@ def feeds(seed: int = 1, shape: tuple[int, ...] = SHAPE) -> dict[str, np.ndarray
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, object]:
     """A backend that has tuned the conv, its cache dir, and the first measurement."""
     cache = tmp_path_factory.mktemp("tvm-cache")
-    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS)
+    lines: list[str] = []
+    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS, progress=lines.append)
     measurement = backend.measure(conv_relu(0), feeds())
+    backend.tuning_lines = lines
     return backend, cache, measurement
 
 
@@ -76,17 +78,52 @@ def test_tuned_conv_matches_onnxruntime_and_is_timed(tuned: tuple) -> None:
     assert list(backend.database_dir().glob("database_tuning_record.json"))
     # TVM's pool must not have pinned the host process (and so pytest) to one core
     assert frozenset(os.sched_getaffinity(0)) == process_cpus()
+    # the tuning said what it was doing, one line per workload
+    assert len(backend.tuning_lines) == 1 and backend.tuning_lines[0].startswith("TVM tuning 1/1: ")
+    assert f"{TRIALS} trials" in backend.tuning_lines[0]
 
 
 def test_same_shapes_other_weights_reuse_the_database(tuned: tuple) -> None:
     _, cache, _ = tuned
-    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS)
+    lines: list[str] = []
+    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS, progress=lines.append)
     pruned_like = conv_relu(7)
     measurement = backend.measure(pruned_like, feeds())
     report = backend.tuning_report()
     assert (report.workloads_total, report.already_in_database, report.newly_tuned) == (1, 1, 0)
+    assert lines == []   # nothing tuned, nothing announced
     assert report.tuning_seconds == 0.0 and measurement.median_ms > 0
     np.testing.assert_allclose(backend.run(pruned_like, feeds(3))[0], run_onnx(pruned_like, feeds(3))[0],
+                               rtol=1e-4, atol=1e-4)
+
+
+def two_convs() -> onnx.ModelProto:
+    """Conv 8->8 + Relu, then conv 8->16: two workloads of different shapes."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 8, 3, 3)), ("w2", (16, 8, 3, 3)))]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1])],
+        "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_missing_workloads_are_tuned_one_after_another_into_one_database(tuned: tuple) -> None:
+    """Workloads are tuned in turn (no candidate is timed while the next task compiles); the
+    one the database already has is not tuned again, and the network runs tuned and exact."""
+    _, cache, _ = tuned
+    lines: list[str] = []
+    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS, progress=lines.append)
+    backend.measure(two_convs(), feeds())
+    report = backend.tuning_report()
+    assert report.already_in_database == 1 and report.still_untuned == 0
+    assert report.newly_tuned == report.workloads_total - 1 >= 1
+    assert [line.split(":")[0] for line in lines] == [f"TVM tuning {i}/{report.newly_tuned}"
+                                                      for i in range(1, report.newly_tuned + 1)]
+    assert all(f"1 of {report.workloads_total} workloads already in the database" in line for line in lines)
+    np.testing.assert_allclose(backend.run(two_convs(), feeds())[0], run_onnx(two_convs(), feeds())[0],
                                rtol=1e-4, atol=1e-4)
 
 

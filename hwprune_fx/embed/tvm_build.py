@@ -102,7 +102,8 @@ def prune_and_build(model: str | os.PathLike | onnx.ModelProto, budget: str, *, 
     """
     from hwprune_fx.frontends.onnx_io import load_onnx
 
-    options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, **dict(backend_options or {})}
+    options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, "progress": progress,
+               **dict(backend_options or {})}
     pipeline = Pipeline([PassSpec.make("prune", budget=budget, search=search, criterion=criterion, align=align,
                                        best_effort=best_effort), PassSpec.make("cleanup")])
     source = load_onnx(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
@@ -136,7 +137,8 @@ def export_library(model: str | os.PathLike | onnx.ModelProto, path: str | os.Pa
 
     if target not in LIBRARY_TARGETS:
         raise UserError(f"target {target!r} does not compile to a shared library; use {' or '.join(LIBRARY_TARGETS)}")
-    options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, **dict(backend_options or {})}
+    options = {"tune_trials": tune_trials, "allow_untuned": allow_untuned, "progress": progress,
+               **dict(backend_options or {})}
     source = load_onnx(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else model
     backend = _library_backend(target, threads, repeat, cache_dir, options)
     if progress:

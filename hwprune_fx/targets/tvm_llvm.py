@@ -57,7 +57,8 @@ class TvmLlvmBackend(Backend):
 
     def __init__(self, timing: TimingConfig | None = None, cache_dir: str | os.PathLike | None = None,
                  use_cache: bool = True, *, tune_trials: int = 64, rpc_tracker: str | None = None,
-                 rpc_key: str | None = None, allow_untuned: bool = False) -> None:
+                 rpc_key: str | None = None, allow_untuned: bool = False,
+                 progress: Callable[[str], None] | None = None) -> None:
         super().__init__(timing, cache_dir, use_cache)
         from hwprune_fx.targets.tvm_rpc import parse_tracker
 
@@ -73,6 +74,7 @@ class TvmLlvmBackend(Backend):
         self.rpc_tracker = rpc_tracker
         self.rpc_key = rpc_key
         self.allow_untuned = allow_untuned
+        self.progress = progress   # a line per workload as tuning starts it
         self._tvm_module: types.ModuleType | None = None
         self._target: dict[str, Any] | None = None
         self._compiled: OrderedDict[str, _Compiled] = OrderedDict()
@@ -134,7 +136,8 @@ class TvmLlvmBackend(Backend):
             database = tvm_tune.open_database(tvm, db_dir, self.target_dict())
             tasks = tvm_tune.extract_tasks(tvm, modules.legalized, target)
             report = tvm_tune.tune_missing(tvm, tasks, database, target, self.tune_trials,
-                                           db_dir, make_runner=self._rpc_runner if self.rpc_tracker else None)
+                                           db_dir, make_runner=self._rpc_runner if self.rpc_tracker else None,
+                                           progress=self.progress)
             self._last_report = report
             self._check_untuned(report)
             self._compiled[key] = _Compiled(tvm_relax.compile_tuned(tvm, modules, database, target), report)

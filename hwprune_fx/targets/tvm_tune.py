@@ -142,13 +142,21 @@ def _tune_contexts(tasks: list[Any], trials: int, loggers: list[logging.Logger])
 
 
 def tune_missing(tvm: types.ModuleType, tasks: list[Any], database: Any, target: Any, trials: int,
-                 work_dir: Path, make_runner: Callable[[], Any] | None = None) -> TuningReport:
+                 work_dir: Path, make_runner: Callable[[], Any] | None = None,
+                 progress: Callable[[str], None] | None = None) -> TuningReport:
     """Tune the tasks ``database`` lacks with ``trials`` trials each; report what happened.
+
+    The tasks are tuned one after another, sharing one cost model. Why not all in one
+    ``tune_tasks`` call: its task scheduler sends a task's candidates to the runner and goes
+    on to *build* the next task's while they are timed, so on a small machine every
+    candidate is timed beside two busy compiler processes. The runner then reads
+    schedules tens of percent slow and ranks them by their luck with the builder.
 
     ``make_runner`` creates what measures candidates (a local runner by default; an RPC
     runner measures on the remote device); it is called only when something is tuned,
     since creating a runner starts worker processes. Per-task logs go to
-    ``work_dir/logs``. Failed trials are not an error here: the caller counts
+    ``work_dir/logs``; ``progress`` gets a line as each task starts (tuning a network takes
+    minutes to hours). Failed trials are not an error here: the caller counts
     ``still_untuned`` and decides.
     """
     from tvm.s_tir import meta_schedule as ms
@@ -159,15 +167,21 @@ def tune_missing(tvm: types.ModuleType, tasks: list[Any], database: Any, target:
         start = time.perf_counter()
         load_cpu_tensor_intrin()  # TuneContext imports the intrinsics in this process too
         init = worker_initializer()
+        builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, initializer=init)
+        runner = make_runner() if make_runner else ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, initializer=init)
         with _task_loggers([task.task_name for task in missing], work_dir / "logs") as loggers:
-            ms.tune_tasks(
-                tasks=_tune_contexts(missing, trials, loggers), task_weights=[float(t.weight) for t in missing],
-                work_dir=str(work_dir), max_trials_global=trials * len(missing), max_trials_per_task=trials,
-                num_trials_per_iter=min(64, trials),
-                builder=ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S, initializer=init),
-                runner=make_runner() if make_runner else ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S,
-                                                                               initializer=init),
-                database=database, module_equality=MODULE_EQUALITY)
+            contexts = _tune_contexts(missing, trials, loggers)
+            cost_model = ms.cost_model.CostModel.create("xgb", num_tuning_cores=contexts[0].num_threads,
+                                                       tree_method="auto")
+            for i, context in enumerate(contexts, 1):
+                if progress:
+                    progress(f"TVM tuning {i}/{len(contexts)}: {context.task_name}, {trials} trials "
+                             f"({time.perf_counter() - start:.0f} s so far; "
+                             f"{len(tasks) - len(missing)} of {len(tasks)} workloads already in the database)")
+                ms.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=str(work_dir),
+                              max_trials_global=trials, max_trials_per_task=trials,
+                              num_trials_per_iter=min(64, trials), builder=builder, runner=runner,
+                              database=database, cost_model=cost_model, module_equality=MODULE_EQUALITY)
         seconds = time.perf_counter() - start
     still = sum(not is_tuned(database, task, target) for task in missing)
     return TuningReport(workloads_total=len(tasks), already_in_database=len(tasks) - len(missing),
