@@ -304,7 +304,8 @@ def render_md(res: dict[str, Any], args: argparse.Namespace) -> str:
         f"# Tuned TVM vs onnxruntime: {mi['name']} {'x'.join(map(str, mi['input_shape']))}, "
         f"{res['threads']} thread{'s' if res['threads'] > 1 else ''}",
         "",
-        f"{args.trials} MetaSchedule trials per task into a fresh database; timing warm-up {res['timing']['warmup']}, "
+        f"{args.trials} MetaSchedule trials per task into a fresh database, one task after another (no "
+        f"candidate timed while another compiles); timing warm-up {res['timing']['warmup']}, "
         f"repeat {res['timing']['repeat']}, {res['rounds']} alternating rounds (median of round medians). "
         f"Pruned variant: `prune_onnx(ratio={mi['prune_ratio']})`, MACs {mi['macs_full'] / 1e9:.3f} G -> "
         f"{mi['macs_pruned'] / 1e9:.3f} G, tuned against the warm database.",
@@ -335,8 +336,8 @@ def render_md(res: dict[str, Any], args: argparse.Namespace) -> str:
         lines += [f"Tuned TVM output vs onnxruntime, max relative error: {', '.join(checks)}.", ""]
     lines += [f"Per-round TVM/ORT ratios: full {', '.join(f'{x:.2f}' for x in sbs['per_round_ratio_full'])}; "
               f"pruned {', '.join(f'{x:.2f}' for x in sbs['per_round_ratio_pruned'])}. "
-              f"Load average at start {res['loadavg_start']}, end {res['loadavg_end']} (2-core machine; "
-              f"another benchmark was running). Total wall time {res['total_wall_seconds'] / 60:.1f} min.",
+              f"Load average at start {res['loadavg_start']}, end {res['loadavg_end']} "
+              f"({os.cpu_count()}-core machine). Total wall time {res['total_wall_seconds'] / 60:.1f} min.",
               "",
               f"Versions: TVM {v['apache-tvm']} (tvm-ffi {v['apache-tvm-ffi']}), onnxruntime {v['onnxruntime']}, "
               f"torch {v['torch']}, CPU {v.get('cpu')}, LLVM target "
