@@ -148,9 +148,9 @@ def tune_missing(tvm: types.ModuleType, tasks: list[Any], database: Any, target:
 
     The tasks are tuned one after another, sharing one cost model. Why not all in one
     ``tune_tasks`` call: its task scheduler sends a task's candidates to the runner and goes
-    on to *build* the next task's while they are timed, so on a small machine every
-    candidate is timed beside two busy compiler processes. The runner then reads
-    schedules tens of percent slow and ranks them by their luck with the builder.
+    on to *build* the next task's while they are timed, so on a small machine (2 cores here)
+    the candidates are timed while compiler processes compete for the same cores, and the
+    schedule kept is the one that ran fastest beside them.
 
     ``make_runner`` creates what measures candidates (a local runner by default; an RPC
     runner measures on the remote device); it is called only when something is tuned,
