@@ -35,9 +35,22 @@ from hwprune_fx.cost_models.layer_flops import FlopsConfigModel
 from hwprune_fx.cost_models.lut import LutCostModel
 from hwprune_fx.profiling.sweep import DEPTHWISE_MULTIPLE
 
-__all__ = ["PredictorCostModel"]
+__all__ = ["PredictorCostModel", "fit_coefficients"]
 
 UNALIGNED_DEPTHWISE = DEPTHWISE_MULTIPLE   # a depthwise width off it pays (see the module docstring)
+
+
+def fit_coefficients(features: np.ndarray, measured_ms: Sequence[float]) -> np.ndarray:
+    """Non-negative least squares of ``measured_ms`` on the rows of ``features``, each relative
+    error weighted alike (rows divided by the measured latency)."""
+    from scipy.optimize import nnls
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(measured_ms, dtype=np.float64)
+    scale = np.abs(x).max(0)
+    scale[scale == 0] = 1.0
+    coef, _ = nnls(x / scale / y[:, None], np.ones_like(y))
+    return coef / scale
 
 
 @register_cost_model("predictor")
@@ -96,16 +109,8 @@ class PredictorCostModel:
                          *([unaligned] if self._depthwise else [])])
 
     def fit(self, configs: Sequence[np.ndarray], measured_ms: Sequence[float]) -> "PredictorCostModel":
-        """Non-negative least squares of ``measured_ms`` on the features, each relative error
-        weighted alike (rows divided by the measured latency)."""
-        from scipy.optimize import nnls
-
-        x = np.stack([self.features(k) for k in configs])
-        y = np.asarray(measured_ms, dtype=np.float64)
-        scale = np.abs(x).max(0)
-        scale[scale == 0] = 1.0
-        coef, _ = nnls(x / scale / y[:, None], np.ones_like(y))
-        self.coef = coef / scale
+        """Fit the coefficients to measured variants (see :func:`fit_coefficients`)."""
+        self.coef = fit_coefficients(np.stack([self.features(k) for k in configs]), measured_ms)
         return self
 
     def predict(self, keep: np.ndarray) -> float:
