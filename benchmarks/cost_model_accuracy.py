@@ -35,7 +35,7 @@ from hwprune_fx.analysis import analyze_dependencies
 from hwprune_fx.cost_models import LayerChannels, create_cost_model
 from hwprune_fx.cost_models.lut import LutCostModel
 from hwprune_fx.cost_models.measured import MeasuredCostModel
-from hwprune_fx.cost_models.predictor import PredictorCostModel
+from hwprune_fx.cost_models.predictor import PredictorCostModel, fit_coefficients
 from hwprune_fx.oracle import onnx_oracle
 from hwprune_fx.pipeline import load_onnx_model
 from hwprune_fx.plan import PruningPlan
@@ -66,15 +66,21 @@ def fit_sizes(fit: int) -> list[int]:
     return sorted({n for n in (10, 20, 30, 60) if n < fit} | {fit})
 
 
-def learning_curve(lut, analysis, configs: list, truth: np.ndarray, fit: int, test_c: list,
-                   test_t: np.ndarray) -> dict[str, dict]:
+def fitted_scores(features: np.ndarray, truth: np.ndarray, fit_idx: np.ndarray,
+                  test_idx: np.ndarray) -> tuple[dict, np.ndarray]:
+    """The predictor's fit on the variants ``fit_idx`` (rows of its ``features``), predicting
+    ``test_idx``: (scores, predictions)."""
+    pred = features[test_idx] @ fit_coefficients(features[fit_idx], truth[fit_idx])
+    return scores(pred, truth[test_idx]), pred
+
+
+def learning_curve(predictor: PredictorCostModel, configs: list, truth: np.ndarray, fit: int) -> dict[str, dict]:
     """The predictor fitted on the first n variants, for each n in :func:`fit_sizes`, scored on
-    the same held-out variants: whether measuring more variants would buy accuracy."""
-    curve = {}
-    for n in fit_sizes(fit):
-        model = PredictorCostModel(lut, analysis).fit(configs[:n], truth[:n])
-        curve[str(n)] = scores(np.array([model.predict(k) for k in test_c]), test_t)
-    return curve
+    the same held-out variants (all after the first ``fit``): whether measuring more variants
+    would buy accuracy."""
+    features = np.stack([predictor.features(k) for k in configs])
+    held_out = np.arange(fit, len(configs))
+    return {str(n): fitted_scores(features, truth, np.arange(n), held_out)[0] for n in fit_sizes(fit)}
 
 
 def pooled_latencies(backend, original, build, keeps: list, rounds: int,
@@ -147,7 +153,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
-           "predictor_by_fit_size": learning_curve(lut, analysis, configs, truth_arr, fit, test_c, test_t),
+           "predictor_by_fit_size": learning_curve(predictor, configs, truth_arr, fit),
            "lut": scores(np.array([lut.predict(k) for k in test_c]), test_t),
            "flops": scores(scale * np.array([flops.predict(k) for k in test_c]), test_t),
            "repeatability": scores(np.array(again) * baseline_ms, truth_arr[fit:fit + len(again)]) if again else None,

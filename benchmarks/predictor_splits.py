@@ -28,23 +28,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-from cost_model_accuracy import load_zoo_model, random_keep, scores
+from cost_model_accuracy import fitted_scores, load_zoo_model, random_keep, scores
 from provenance import code_commit
 
 from hwprune_fx.cost_models.lut import LutCostModel
-from hwprune_fx.cost_models.predictor import PredictorCostModel, fit_coefficients
+from hwprune_fx.cost_models.predictor import PredictorCostModel
 from hwprune_fx.targets import TimingConfig, create_backend
 
 RESULTS = Path(__file__).parent / "results"
 RHO_GOAL = 0.95
-
-
-def split_scores(features: np.ndarray, truth: np.ndarray, fit_idx: np.ndarray,
-                 test_idx: np.ndarray) -> tuple[dict, np.ndarray]:
-    """The predictor's fit on ``fit_idx``, predicting ``test_idx``: (scores, predictions)."""
-    coef = fit_coefficients(features[fit_idx], truth[fit_idx])
-    pred = features[test_idx] @ coef
-    return scores(pred, truth[test_idx]), pred
 
 
 def run_model(row: dict, splits: int, folds: int, threads: int, lut_profiles: int) -> dict:
@@ -60,17 +52,17 @@ def run_model(row: dict, splits: int, folds: int, threads: int, lut_profiles: in
     for _ in range(lut_profiles):
         predictor = PredictorCostModel(LutCostModel.profile(channels, backend), analysis)
         features = np.stack([predictor.features(k) for k in keeps])
-        profiled.append((features, split_scores(features, truth, np.arange(fit), np.arange(fit, n))[0]))
+        profiled.append((features, fitted_scores(features, truth, np.arange(fit), np.arange(fit, n))[0]))
     features, run_split = profiled[0]
     draw = np.random.default_rng(12345)
     per_split = []
     for _ in range(splits):
         order = draw.permutation(n)
-        per_split.append(split_scores(features, truth, order[:fit], order[fit:])[0])
+        per_split.append(fitted_scores(features, truth, order[:fit], order[fit:])[0])
     order, pred = draw.permutation(n), np.zeros(n)
     for f in range(folds):
         test = order[f::folds]
-        pred[test] = split_scores(features, truth, np.setdiff1d(order, test), test)[1]
+        pred[test] = fitted_scores(features, truth, np.setdiff1d(order, test), test)[1]
     rho = np.array([s["spearman"] for s in per_split])
     mape = np.array([s["mape_pct"] for s in per_split])
     return {"model": name, "seed": seed, "variants": n, "fitted_on": fit, "held_out": n - fit,

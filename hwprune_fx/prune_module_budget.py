@@ -73,7 +73,7 @@ def prune_module_to_budget(module: Any, example_inputs: tuple, budget: str | Bud
     for r in range(1, rounds + 1):
         step_ms = baseline_ms * (final_ms / baseline_ms) ** (r / rounds)
         round_budget = _round_budget(budget, r, rounds, step_ms, reached_share)
-        say(_round_line(budget, r, rounds, round_budget, step_ms, final_ms))
+        say(_round_line(budget, r, rounds, reached_share, step_ms, final_ms))
         result = prune_to_budget(current, round_budget, target=target,
                                  threads=threads, repeat=repeat, cache_dir=cache_dir, progress=progress, **options)
         rep = result["report"]
@@ -103,16 +103,20 @@ def _round_budget(budget: Budget, r: int, rounds: int, step_ms: float, reached_s
     """
     if budget.kind == "ms":
         return f"{step_ms:.6f}ms"
-    share = budget.target_ms(1.0) ** (r / rounds) / reached_share
-    return f"{min(100.0 * share, 99.9):.6f}%"
+    return f"{_round_share_pct(budget, r, rounds, reached_share):.6f}%"
 
 
-def _round_line(budget: Budget, r: int, rounds: int, round_budget: str, step_ms: float, final_ms: float) -> str:
+def _round_share_pct(budget: Budget, r: int, rounds: int, reached_share: float) -> float:
+    """A relative budget's round ``r``: its step's share of the original over the share reached."""
+    return min(100.0 * budget.target_ms(1.0) ** (r / rounds) / reached_share, 99.9)
+
+
+def _round_line(budget: Budget, r: int, rounds: int, reached_share: float, step_ms: float, final_ms: float) -> str:
     """The progress line of round ``r``, in the budget's own terms: a relative budget is shown
     as shares (the ms figure would rest on the single baseline reading it no longer uses)."""
     if budget.kind == "ms":
         return f"round {r}/{rounds}: budget {step_ms:.3f} ms (final {final_ms:.3f} ms)"
     step_share = 100.0 * budget.target_ms(1.0) ** (r / rounds)
-    current = float(round_budget.rstrip("%"))
-    return (f"round {r}/{rounds}: budget {step_share:.1f}% of the original ({current:.1f}% of the network "
+    return (f"round {r}/{rounds}: budget {step_share:.1f}% of the original "
+            f"({_round_share_pct(budget, r, rounds, reached_share):.1f}% of the network "
             f"this round starts from; final {budget.text})")

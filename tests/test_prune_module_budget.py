@@ -116,15 +116,15 @@ def test_a_slow_first_baseline_reading_does_not_make_the_rounds_cut_nothing(tmp_
 def test_round_progress_lines_speak_in_the_budgets_own_terms():
     """A relative budget's rounds are shown as shares, not as ms from a baseline the rounds no
     longer use; an absolute budget steps in ms."""
-    from hwprune_fx.prune_module_budget import _round_budget, _round_line
+    from hwprune_fx.prune_module_budget import _round_line
     from hwprune_fx.search.budget import parse_budget
 
     rel = parse_budget("49%")
-    first = _round_line(rel, 1, 2, _round_budget(rel, 1, 2, 999.0, reached_share=1.0), 999.0, 999.0)
+    first = _round_line(rel, 1, 2, 1.0, 999.0, 999.0)
     assert "70.0% of the original" in first and "70.0% of the network" in first and " ms" not in first
     # the first round reached 98% of the original: the second asks 49/98 of what it starts from
-    second = _round_line(rel, 2, 2, _round_budget(rel, 2, 2, 999.0, reached_share=0.98), 999.0, 999.0)
+    second = _round_line(rel, 2, 2, 0.98, 999.0, 999.0)
     assert "49.0% of the original" in second and "50.0% of the network" in second
     absolute = parse_budget("12ms")
-    assert _round_line(absolute, 1, 2, _round_budget(absolute, 1, 2, 15.0, 1.0), 15.0, 12.0) == \
+    assert _round_line(absolute, 1, 2, 1.0, 15.0, 12.0) == \
         "round 1/2: budget 15.000 ms (final 12.000 ms)"
