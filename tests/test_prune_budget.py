@@ -66,26 +66,33 @@ def test_budget_and_ratio_are_exclusive(r18: Path, tmp_path: Path) -> None:
     assert res.returncode == 2 and "exactly one" in res.stderr
 
 
-def _final_check_slowed(monkeypatch, times: int) -> list[int]:
-    """Make the first ``times`` final checks see the pruned network as slow as the original."""
+def _final_check_scripted(monkeypatch, times: int, widen: float = 0.0) -> list[int]:
+    """The first ``times`` final checks changed: with ``widen`` 0 the pruned network reads as
+    slow as the original; otherwise at 0.69 of it (under a 70% budget), with the session
+    pairs' ratios ``widen`` either side."""
     from hwprune_fx import prune_budget
 
-    real, calls = prune_budget.final_pair, []
+    real, calls = prune_budget.final_check, []
 
     def fake(backend, original, pruned, **kw):
-        base, final = real(backend, original, pruned, **kw)
+        check = real(backend, original, pruned, **kw)
         if len(calls) < times:
             calls.append(1)
-            final = dataclasses.replace(final, median_ms=base.median_ms)
-        return base, final
-    monkeypatch.setattr(prune_budget, "final_pair", fake)
+            if widen:
+                final = dataclasses.replace(check.final, median_ms=0.69 * check.base.median_ms)
+                check = dataclasses.replace(check, final=final, ratios=(0.69 - widen, 0.69, 0.69 + widen))
+            else:
+                check = dataclasses.replace(check, final=dataclasses.replace(check.final, median_ms=check.base.median_ms),
+                                            ratios=(1.0,) * len(check.ratios))
+        return check
+    monkeypatch.setattr(prune_budget, "final_check", fake)
     return calls
 
 
 def test_a_final_check_over_budget_searches_again_aiming_lower(r18: Path, tmp_path: Path, monkeypatch) -> None:
     from hwprune_fx.prune_budget import prune_to_budget
 
-    calls = _final_check_slowed(monkeypatch, 1)
+    calls = _final_check_scripted(monkeypatch, 1)
     out = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)
     rep = out["report"]
     assert calls == [1] and len(rep["attempts"]) == 2
@@ -98,7 +105,7 @@ def test_a_final_check_over_budget_searches_again_aiming_lower(r18: Path, tmp_pa
 def test_a_final_check_that_never_passes_is_an_unreachable_budget(r18: Path, tmp_path: Path, monkeypatch) -> None:
     from hwprune_fx.prune_budget import FINAL_ATTEMPTS, UnreachableBudget, prune_to_budget
 
-    _final_check_slowed(monkeypatch, 99)
+    _final_check_scripted(monkeypatch, 99)
     with pytest.raises(UnreachableBudget, match="final measurement"):
         prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)
     rep = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path, best_effort=True)["report"]
@@ -176,8 +183,9 @@ def test_the_baseline_is_the_median_of_three_sessions_and_cached(r18: Path, tmp_
 
 
 def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) -> None:
-    """One session pair far off (a memory layout that slows one network) does not decide."""
-    from hwprune_fx.prune_budget import FINAL_PAIRS, final_pair
+    """One session pair far off (a memory layout that slows one network) does not decide,
+    but its distance from the others is kept as the pairs' spread."""
+    from hwprune_fx.search.final_check import FINAL_PAIRS, final_check
     from hwprune_fx.targets import side_by_side
     from hwprune_fx.targets.measurement import summarize
 
@@ -189,9 +197,40 @@ def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) ->
         return [summarize("ort-cpu", [100.0], 0, 1), summarize("ort-cpu", [100.0 * next(ratios)], 0, 1)]
 
     monkeypatch.setattr(side_by_side, "measure_side_by_side", scripted)
-    base, final = final_pair(None, None, None)
+    check = final_check(None, None, None)
     assert FINAL_PAIRS == 3 and len(calls) == 3
-    assert final.median_ms / base.median_ms == 1.0
+    assert check.final.median_ms / check.base.median_ms == 1.0
+    assert check.ratios == pytest.approx((0.9, 1.0, 1.3))
+    assert check.pair_spread_ms == pytest.approx(20.0)          # half of (1.3 - 0.9) x 100 ms
+    assert check.upper_ms == pytest.approx(120.0)
+
+
+def test_a_final_check_meeting_the_budget_only_by_its_median_searches_again(r18: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    """A median under the budget whose session pairs spread over it is not accepted while
+    searches remain: a fresh process could read it over the budget."""
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    calls = _final_check_scripted(monkeypatch, 1, widen=0.05)
+    rep = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)["report"]
+    assert calls == [1] and len(rep["attempts"]) == 2
+    first, second = rep["attempts"]
+    assert first["final_ms"] <= first["final_budget_ms"] < first["final_upper_ms"]
+    assert first["pair_ratios"][2] - first["pair_ratios"][0] == pytest.approx(0.1)
+    assert second["aim_ms"] < first["aim_ms"]
+    assert rep["reached"] and rep["final"]["median_ms"] <= rep["final_budget_ms"]
+
+
+def test_on_the_last_search_the_median_alone_decides(r18: Path, tmp_path: Path, monkeypatch) -> None:
+    """A spread that never fits makes the tool try harder, never fail a network whose median
+    meets the budget."""
+    from hwprune_fx.prune_budget import FINAL_ATTEMPTS, prune_to_budget
+
+    _final_check_scripted(monkeypatch, 99, widen=0.05)
+    rep = prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)["report"]
+    assert len(rep["attempts"]) == FINAL_ATTEMPTS
+    assert all(a["final_upper_ms"] > a["final_budget_ms"] for a in rep["attempts"])
+    assert rep["reached"] and rep["final"]["median_ms"] <= rep["final_budget_ms"]
 
 
 def _scripted_meter(pairs, timed: list[int]):
