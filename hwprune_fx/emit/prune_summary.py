@@ -45,4 +45,4 @@ def budget_summary(report: dict[str, Any]) -> str:
 
 def _attempts(report: dict[str, Any]) -> str:
     n = len(report.get("attempts") or [])
-    return f", {n} searches: the final check missed before" if n > 1 else ""
+    return f", {n} searches: an earlier final check missed, or its session pairs spread over the budget" if n > 1 else ""
