@@ -537,3 +537,22 @@ def test_opti_cut_recalibrates_on_the_way_down_and_needs_no_give_back(tmp_path: 
     assert not any(np.isnan(h.predicted_ms) for h in res.history)  # no give-back probes
     # the first check came when the estimate had fallen 5% of the baseline, above the budget
     assert checks[0].measured_ms > budget and checks[0].predicted_ms <= base * 0.95
+
+
+def test_give_back_bisects_until_the_network_fills_the_budget_to_fill() -> None:
+    """20 single-unit chunks over-cut a 100-unit network to 80 (latency = kept units) under a
+    budget of 99: the give-back returns chunks until a probe reaches ``fill`` of the budget.
+    At 0.95 it stopped at 95; the default (0.98) goes on to 98, still within the budget."""
+    from hwprune_fx.search.opti_cut import FILL, SearchStep, _give_back
+
+    truth = lambda k: float(k.sum())  # noqa: E731
+    keep = np.ones(100, bool)
+    keep[80:] = False
+    taken = [np.array([i]) for i in range(80, 100)]
+    kept = {}
+    for fill in (0.95, FILL):
+        history = [SearchStep(0, 0, 100.0, 100.0)]
+        settled, ms = _give_back(keep, taken, 0, truth, truth, 99.0, fill, history, None)
+        kept[fill] = truth(settled)
+        assert ms == kept[fill] <= 99.0
+    assert FILL == 0.98 and kept == {0.95: 95.0, FILL: 98.0}
