@@ -541,8 +541,8 @@ def test_opti_cut_recalibrates_on_the_way_down_and_needs_no_give_back(tmp_path: 
 
 def test_give_back_bisects_until_the_network_fills_the_budget_to_fill() -> None:
     """20 single-unit chunks over-cut a 100-unit network to 80 (latency = kept units) under a
-    budget of 99: the give-back returns chunks until a probe reaches ``fill`` of the budget.
-    At 0.95 it stopped at 95; the default (0.98) goes on to 98, still within the budget."""
+    budget of 99: the give-back returns chunks until a probe reaches ``fill`` of the budget:
+    95 at the default (0.95), 98 at 0.98, both within the budget."""
     from hwprune_fx.search.opti_cut import FILL, SearchStep, _give_back
 
     truth = lambda k: float(k.sum())  # noqa: E731
@@ -550,9 +550,9 @@ def test_give_back_bisects_until_the_network_fills_the_budget_to_fill() -> None:
     keep[80:] = False
     taken = [np.array([i]) for i in range(80, 100)]
     kept = {}
-    for fill in (0.95, FILL):
+    for fill in (FILL, 0.98):
         history = [SearchStep(0, 0, 100.0, 100.0)]
         settled, ms = _give_back(keep, taken, 0, truth, truth, 99.0, fill, history, None)
         kept[fill] = truth(settled)
         assert ms == kept[fill] <= 99.0
-    assert FILL == 0.98 and kept == {0.95: 95.0, FILL: 98.0}
+    assert FILL == 0.95 and kept == {FILL: 95.0, 0.98: 98.0}
