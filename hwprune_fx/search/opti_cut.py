@@ -25,9 +25,9 @@ __all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms
 #: chunks until a probe reaches it. 0.98 was tried (benchmarks/results/budget_fill98.md): the
 #: Opti-Cut and flops rows filled their budgets better (ResNet-18, MobileNetV2 and
 #: EfficientNet-B0: 2 of 18 rows under 90%, against 6 of 18 at 0.95 the same day), and
-#: MobileNetV2 40% flops went over the budget in fresh
-#: processes (100.3%). Landing nearer the aim leaves only the margin for the spread between
-#: processes, which on MobileNetV2 is larger than the 3% margin. So 0.95 stays.
+#: MobileNetV2 40% flops went over the budget in fresh processes (100.3%). Landing nearer the
+#: aim leaves only the margin for the spread between processes, which on MobileNetV2 is
+#: larger than the 3% margin. So 0.95 stays.
 FILL = 0.95
 
 
