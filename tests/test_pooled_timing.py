@@ -83,3 +83,28 @@ def test_a_spell_over_one_models_rounds_does_not_move_its_pooled_ratio() -> None
 def test_rounds_and_passes_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rounds and passes"):
         pooled_ratios(SpellBackend(), named_model("reference"), MODELS, rounds=0, feeds={})
+
+
+def test_fast_networks_get_more_rounds_until_each_has_run_for_the_given_seconds() -> None:
+    """Rounds go on until the networks' timed runs add up to ``seconds_per_model`` each (here
+    10 + 8 ms a round against 2 x 50 ms: 6 rounds), never fewer than asked, never past the cap."""
+    pair = [named_model("reference"), MODELS[0]]
+    (ref, _), _ = round_medians(SpellBackend(), pair, 2, feeds=[{}, {}], seconds_per_model=0.05)
+    assert len(ref) == 6
+    (ref, _), _ = round_medians(SpellBackend(), pair, 2, feeds=[{}, {}], seconds_per_model=0.05, max_rounds=4)
+    assert len(ref) == 4
+    (ref, _), _ = round_medians(SpellBackend(), pair, 3, feeds=[{}, {}])
+    assert len(ref) == 3
+    (ref, _), _ = round_medians(SpellBackend(), pair, 8, feeds=[{}, {}], seconds_per_model=0.05)
+    assert len(ref) == 8
+
+
+def test_the_medians_standard_error_shrinks_with_rounds_where_the_spread_does_not() -> None:
+    """The same noise over 4 and over 16 rounds: the spread (p90 - p10) stays, the standard error
+    of the median (sqrt(pi/2) sd / sqrt(n)) halves."""
+    noise = [9.0, 10.0, 11.0, 10.0]
+    few, many = summarize("x", noise, 0, 1), summarize("x", noise * 4, 0, 1)
+    assert few.median_se_ms == pytest.approx(1.2533 * float(np.std(noise, ddof=1)) / 2)
+    assert many.median_se_ms == pytest.approx(few.median_se_ms / 2, rel=0.15)
+    assert many.spread_ms >= few.spread_ms
+    assert summarize("x", [10.0], 0, 1).median_se_ms == 0.0

@@ -192,7 +192,7 @@ def test_the_final_check_takes_the_median_of_three_session_pairs(monkeypatch) ->
     ratios = iter([1.3, 0.9, 1.0])
     calls: list[int] = []
 
-    def scripted(backend, models, rounds=5, feeds=None):
+    def scripted(backend, models, rounds=5, feeds=None, seconds_per_model=0.0):
         calls.append(rounds)
         return [summarize("ort-cpu", [100.0], 0, 1), summarize("ort-cpu", [100.0 * next(ratios)], 0, 1)]
 
@@ -245,7 +245,7 @@ def _scripted_meter(pairs, timed: list[int]):
     scripted = iter(pairs)
 
     class Meter(CandidateMeter):
-        def _beside_original(self, candidates, rounds):
+        def _beside_original(self, candidates, rounds, seconds=0.0):
             base, samples = next(scripted)
             timed.append(rounds)
             return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)]
@@ -265,7 +265,7 @@ def test_a_recheck_failing_only_by_its_spread_penalty_is_timed_once_more(second_
                              (20.0, [9.0] * 3)], timed)                # must not be reached
     ms = meter.recheck(np.ones(4, bool))
     assert len(timed) == 2 and [c["kind"] for c in meter.confirmations] == ["rechecked", "rechecked-again"]
-    assert meter.confirmations[0]["confirmed_ms"] > 10.0        # 9.5 + half the spread: failed by the penalty
+    assert meter.confirmations[0]["confirmed_ms"] > 10.0        # 9.5 + its standard error: failed by the penalty
     assert ms == pytest.approx(10 * second_median) and (ms <= 10.0) == (second_median < 1)
 
 
@@ -275,3 +275,18 @@ def test_a_recheck_over_the_budget_by_its_median_is_not_timed_again() -> None:
     timed: list[int] = []
     meter = _scripted_meter([(20.0, [10.5, 11.0, 11.5]), (20.0, [9.0] * 3)], timed)
     assert meter.recheck(np.ones(4, bool)) > 10.0 and len(timed) == 1
+
+
+def test_a_confirmation_over_many_rounds_is_judged_by_its_medians_standard_error() -> None:
+    """Nine rounds around 9.5 ms of a 10 ms budget: half their spread on top (the rule before
+    session 14) would reject it, the median's standard error accepts it."""
+    import numpy as np
+
+    rounds = [8.9, 9.1, 9.3, 9.4, 9.5, 9.6, 9.7, 10.0, 10.4]
+    timed: list[int] = []
+    meter = _scripted_meter([(20.0, rounds)], timed)
+    ms = meter.recheck(np.ones(4, bool))
+    spread = float(np.quantile(rounds, 0.9) - np.quantile(rounds, 0.1))
+    assert 9.5 + 0.5 * spread > 10.0
+    assert ms == pytest.approx(9.5 + 1.2533 * float(np.std(rounds, ddof=1)) / 3) and ms <= 10.0
+    assert meter.confirmations[0]["rounds"] == 9 and len(timed) == 1

@@ -20,9 +20,12 @@ import onnx
 
 from hwprune_fx.targets.measurement import Measurement
 
-__all__ = ["FINAL_PAIRS", "FinalCheck", "final_check"]
+__all__ = ["FINAL_PAIRS", "FINAL_SECONDS", "FinalCheck", "final_check"]
 
 FINAL_PAIRS = 3
+#: timed running per network in each pair, at the least (2 rounds of ResNet-50 exceed it; a
+#: MobileNetV2 pair takes ~12 rounds to reach it, where 2 read its ratio 4% apart pair to pair)
+FINAL_SECONDS = 0.75
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,15 @@ class FinalCheck:
 
 
 def final_check(backend, original: onnx.ModelProto, pruned: onnx.ModelProto, pairs: int = FINAL_PAIRS) -> FinalCheck:
-    """``pairs`` pairs of new sessions, each timing (original, pruned) side by side in 2
-    interleaved rounds; the pair with the median ratio, and all the ratios."""
+    """``pairs`` pairs of new sessions, each timing (original, pruned) side by side in 2 or more
+    interleaved rounds (``FINAL_SECONDS`` each); the pair with the median ratio, and all the ratios."""
     from hwprune_fx.targets import side_by_side
 
     if pairs < 1:
         raise ValueError("pairs must be >= 1")
-    timed = sorted((side_by_side.measure_side_by_side(backend, [original, pruned], rounds=2) for _ in range(pairs)),
+    timed = sorted((side_by_side.measure_side_by_side(backend, [original, pruned], rounds=2,
+                                                         seconds_per_model=FINAL_SECONDS)
+                    for _ in range(pairs)),
                    key=lambda pair: pair[1].median_ms / pair[0].median_ms)
     base, final = timed[len(timed) // 2]
     return FinalCheck(base, final, tuple(p[1].median_ms / p[0].median_ms for p in timed))

@@ -1,6 +1,7 @@
 """A timing result, honest about how it was taken."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from typing import Callable
@@ -23,6 +24,8 @@ class Measurement:
     threads: int
     settings: dict[str, Any] = field(default_factory=dict)
 
+    median_se_ms: float = 0.0   # the median's standard error, if the samples are independent
+
     @property
     def spread_ms(self) -> float:
         return self.p90_ms - self.p10_ms
@@ -44,11 +47,15 @@ def _quantile(sorted_vals: list[float], q: float) -> float:
 
 def summarize(target: str, samples_ms: list[float], warmup: int, threads: int,
               settings: dict[str, Any] | None = None) -> Measurement:
-    """Median and 10th/90th percentiles of per-run times in milliseconds."""
+    """Median and 10th/90th percentiles of per-run times in milliseconds, and the median's
+    standard error (sqrt(pi/2) x sd / sqrt(n), for a normal sample): the uncertainty a
+    confirmation puts on top of per-round medians, which shrinks as rounds are added where the
+    spread over rounds does not (it is the rounds' own noise, not the median's)."""
     vals = sorted(samples_ms)
+    se = 1.2533 * statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
     return Measurement(target=target, median_ms=statistics.median(vals), p10_ms=_quantile(vals, 0.1),
                        p90_ms=_quantile(vals, 0.9), repeats=len(vals), warmup=warmup, threads=threads,
-                       settings=dict(settings or {}))
+                       settings=dict(settings or {}), median_se_ms=se)
 
 
 def time_calls(fn: Callable[[], object], warmup: int, repeat: int, min_seconds: float = 0.0) -> list[float]:
