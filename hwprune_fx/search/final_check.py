@@ -10,7 +10,9 @@ re-measurement may land from it. MobileNetV2 to 60% passed its final check at 0.
 original (97% of the budget, as aimed), and three fresh processes then read 0.611, 0.548 and
 0.600 (``benchmarks/results/budget.md``): on that network one process's ratio moves by more
 than the 3% margin. :attr:`FinalCheck.upper_ms` puts half the range of the pairs' ratios on
-top of the median, as the search's confirmations put half their spread over rounds on top.
+top of the median, as the search's confirmations put their median's standard error on top.
+Each pair takes rounds until both networks have run ``FINAL_SECONDS`` (session 14): with 2
+rounds, most of the pairs' spread on MobileNetV2 was the rounds' own noise.
 """
 from __future__ import annotations
 
