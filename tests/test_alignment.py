@@ -556,3 +556,23 @@ def test_give_back_bisects_until_the_network_fills_the_budget_to_fill() -> None:
         kept[fill] = truth(settled)
         assert ms == kept[fill] <= 99.0
     assert FILL == 0.95 and kept == {FILL: 95.0, 0.98: 98.0}
+
+
+def test_give_back_over_many_chunks_bisects_down_to_one_chunk() -> None:
+    """1000 single-unit chunks over-cut a 1001-unit network to 1 unit (latency = kept units)
+    under a budget of 40: 6 halvings leave 15 chunks between the last probes and settle at 33;
+    by default the give-back takes the probes it needs (up to log2 of the range) and lands
+    within ``fill`` of the budget."""
+    from hwprune_fx.search.opti_cut import FILL, SearchStep, _give_back
+
+    truth = lambda k: float(k.sum())  # noqa: E731
+    keep = np.zeros(1001, bool)
+    keep[0] = True
+    taken = [np.array([i]) for i in range(1, 1001)]
+    history = [SearchStep(0, 0, 1001.0, 1001.0)]
+    settled, ms = _give_back(keep, taken, 0, truth, truth, 40.0, FILL, history, None)
+    assert FILL * 40.0 <= ms == truth(settled) <= 40.0
+    assert 6 < len(history) - 1 <= 10
+    history = [SearchStep(0, 0, 1001.0, 1001.0)]
+    _, six = _give_back(keep, taken, 0, truth, truth, 40.0, FILL, history, None, max_probes=6)
+    assert six == 33.0 and len(history) - 1 == 6

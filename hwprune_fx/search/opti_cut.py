@@ -10,6 +10,7 @@ the search stops as soon as the *measured* latency meets the budget.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -213,9 +214,15 @@ def reorder_remaining(order: Mapping[int, np.ndarray], removed: Mapping[int, int
 def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
                probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
                fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
-               max_probes: int = 6, max_confirms: int = 3) -> tuple[np.ndarray, float] | None:
+               max_probes: int | None = None, max_confirms: int = 3) -> tuple[np.ndarray, float] | None:
     """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
     that still meet it, so the network is not pruned further than the budget asks.
+
+    ``max_probes`` (default: enough to bisect the range down to one chunk, at least 6): the
+    bisection stops earlier once a probe reaches ``fill`` of the budget. A fixed 6 left
+    EfficientNet-B0's flops search to 40% at 81% of its aim: its cost model saw nothing to
+    gain and cut 1345 chunks unmeasured, and 6 halvings of those still left 21 chunks, 5.4 ms
+    to 7.2 ms, between the last two probes.
 
     With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
     from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,
@@ -231,6 +238,8 @@ def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
         return ms
 
     lo, hi = above, len(taken)
+    if max_probes is None:
+        max_probes = max(6, math.ceil(math.log2(max(hi - lo, 1))))
     passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
     for _ in range(max_probes):
         if hi - lo <= 1 or (passed and passed[-1][1] >= fill * budget_ms):
