@@ -182,8 +182,8 @@ class CandidateMeter:
         else:
             base_now, cand_now = self._beside_original([candidate or self.build(keep)], rounds=3,
                                                        seconds=CONFIRM_SECONDS)
-            pair = {"side_by_side_ms": cand_now.median_ms, "spread_ms": cand_now.spread_ms,
-                    "median_se_ms": cand_now.median_se_ms, "rounds": cand_now.repeats,
+            pair = {"side_by_side_ms": cand_now.median_ms, "median_se_ms": cand_now.median_se_ms,
+                    "rounds": cand_now.repeats,
                     "baseline_side_by_side_ms": base_now.median_ms}
             if path is not None:
                 write_json_atomic(path, pair)
