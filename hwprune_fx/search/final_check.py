@@ -26,8 +26,7 @@ __all__ = ["FINAL_PAIRS", "FINAL_SECONDS", "FinalCheck", "final_check"]
 
 FINAL_PAIRS = 3
 #: timed running per network in each pair, at the least (on average over the two: 2 or 3 rounds
-#: of ResNet-50 reach it; a MobileNetV2 pair takes ~12 rounds, where 2 read its ratio 4% apart
-#: pair to pair)
+#: of ResNet-50 reach it; a MobileNetV2 pair takes ~12 rounds: benchmarks/results/round_noise.md)
 FINAL_SECONDS = 0.75
 
 

@@ -7,9 +7,10 @@ the order rotating every round so no model is always first), and the result per 
 median of its per-round medians, with the spread over rounds.
 
 A fixed number of rounds is seconds on ResNet-50 and a fraction of a second on MobileNetV2,
-whose rounds are as noisy: one (original, pruned) session pair of MobileNetV2 at 60% read its
-ratio with a standard deviation of 0.024 over 12 pairs at 2 rounds, 0.008 at 8 rounds, and
-0.009 at 16 (session 14, scratch probe). ``seconds_per_model`` adds rounds until every model
+whose rounds are as noisy. 12 session pairs of MobileNetV2 at 60% read the pruned/original ratio
+with a standard deviation of 0.0073 at 2 rounds, 0.0053 at 8 and 0.0048 at 12 rounds by time
+(``benchmarks/results/round_noise.md``); a scratch probe on another pruned MobileNetV2 read
+0.024 at 2 rounds and 0.008 at 8. ``seconds_per_model`` adds rounds until every model
 has had that much timed running, up to ``max_rounds``, so a fast network is timed as closely
 as a slow one.
 """
