@@ -80,6 +80,11 @@ class Backend(abc.ABC):
         """Everything besides the model that changes the number (versions, threads, flags)."""
         return {"target": self.name, **self.timing.key()}
 
+    def spawn_spec(self) -> dict[str, Any] | None:
+        """What :func:`create_backend` needs to build this backend again in another process
+        (JSON), or None where that costs more than it is worth (TVM would compile again)."""
+        return None
+
     @abc.abstractmethod
     def _time_onnx(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Measurement:
         """Compile ``model`` and time it on ``feeds``."""
