@@ -141,6 +141,9 @@ def main() -> None:
                                     # which timings decided it (e.g. uniform's rechecks of a suspect reading)
                                     "confirmations_by_kind": dict(Counter(c.get("kind", "confirmed")
                                                                           for c in rep["confirmations"])),
+                                    # the tool's own final check ("in_process" names it from before
+                                    # a6c65af, when it ran in the searching process; now it says where)
+                                    "tool_final_check_process": rep.get("final_check_process", "this"),
                                     "in_process_final_ms": rep["final"]["median_ms"],
                                     "in_process_baseline_ms": rep["baseline_fresh"]["median_ms"],
                                     # each search's final check: its session pairs' ratios and upper bound
@@ -168,7 +171,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                "rows_re_measured_in_processes": sum(1 for r in over_used if len(r.get("fresh_processes", [])) > 1),
                "rows_with_a_process_over_budget": sum(1 for r in over_used if any(
                    q["final_ms"] / q["baseline_ms"] > r["budget_ms"] / r["baseline_ms"]
-                   for q in r.get("fresh_processes", [])))}
+                   for q in r.get("fresh_processes", []))),
+               "judge_vs_tool": judge_vs_tool(over_used)}
     (out_dir / "budget.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     margins = " or ".join(sorted({f"{100 * r.get('margin', 0.0):.0f}%" for r in rows}))
     counts = Counter(len(r.get("fresh_processes", [None])) for r in rows if "final_ms" in r)
@@ -189,6 +193,7 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
           f"{summary['rows_re_measured_in_processes']} rows re-measured in several processes, "
           f"{summary['rows_with_a_process_over_budget']} had one process whose own ratio was over the budget "
           "(`fresh_processes` in the JSON).", "",
+          *judge_vs_tool_lines(summary["judge_vs_tool"]),
           "| model | budget | search | baseline ms | final ms | budget ms | met | used | MACs after/before | search s "
           "| searches | commit |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     if e2e:
@@ -212,6 +217,39 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                       f"| {commit} |")
     md += ["", *hardware_awareness(rows)]
     (out_dir / "budget.md").write_text("\n".join(md) + "\n")
+
+
+def _gap_pct(row: dict) -> float:
+    """How much slower (%) the judge's fresh processes read the pruned/original ratio than the tool's final check."""
+    tool = row["in_process_final_ms"] / row["in_process_baseline_ms"]
+    return 100 * ((row["final_ms"] / row["baseline_ms"]) / tool - 1)
+
+
+def judge_vs_tool(rows: list[dict]) -> dict:
+    """Per place the tool's final check ran ("this": the searching process, before a6c65af;
+    "fresh": a process of its own), the gap between its ratio and the judge's: median, absolute
+    median and the extremes, with the rows at the extremes."""
+    out = {}
+    for where in ("this", "fresh"):
+        had = sorted((r for r in rows if "in_process_final_ms" in r and r.get("tool_final_check_process", "this") == where),
+                     key=_gap_pct)
+        if had:
+            gaps = [_gap_pct(r) for r in had]
+            name = lambda r: f"{r['model']} {r['budget']} {r['search']}"  # noqa: E731
+            out[where] = {"rows": len(had), "median_gap_pct": float(np.median(gaps)),
+                          "median_abs_gap_pct": float(np.median(np.abs(gaps))),
+                          "lowest_gap_pct": gaps[0], "lowest_row": name(had[0]),
+                          "highest_gap_pct": gaps[-1], "highest_row": name(had[-1])}
+    return out
+
+
+def judge_vs_tool_lines(summary: dict) -> list[str]:
+    """The judge-vs-tool gaps as a sentence per place the final check ran."""
+    where = {"this": "in the searching process (rows before a6c65af)", "fresh": "in a process of its own"}
+    return [f"The tool's final check {where[k]}, {v['rows']} rows: the judge read the pruned/original ratio "
+            f"{v['median_gap_pct']:+.2f}% off it at the median ({v['median_abs_gap_pct']:.2f}% either way), from "
+            f"{v['lowest_gap_pct']:+.2f}% ({v['lowest_row']}) to {v['highest_gap_pct']:+.2f}% ({v['highest_row']})."
+            for k, v in summary.items()] + ([""] if summary else [])
 
 
 def hardware_awareness(rows: list[dict]) -> list[str]:
