@@ -55,7 +55,7 @@ def time_pairs_in_fresh_process(spec: dict, original: onnx.ModelProto, pruned: o
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(json.dumps({**spec, "pairs": pairs, "seconds_per_model": seconds_per_model}))
         done = subprocess.run([sys.executable, "-m", __name__, str(spec_path), *map(str, paths)],
-                              capture_output=True, text=True)
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise BackendError(f"the session pairs' fresh process failed (exit {done.returncode}): {last}")
