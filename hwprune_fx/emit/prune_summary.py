@@ -35,10 +35,11 @@ def budget_summary(report: dict[str, Any]) -> str:
              f"{100.0 * f['median_ms'] / b['median_ms']:.1f}%"],
             ["spread p10-p90 (ms)", round(b["spread_ms"], 3), round(f["spread_ms"], 3), ""]]
     lines = [format_table(["", "before", "after", "after/before"], rows),
-             f"budget {report['budget']} = {report['budget_ms']:.3f} ms on {report['target']}: "
+             f"budget {report['budget']} = {report['budget_ms']:.3f} ms{_rescaled(report)} on {report['target']}: "
              f"{'met' if report['reached'] else 'NOT met'} ({100.0 * report['budget_used']:.1f}% of budget used, "
              f"speed-up {report['speedup']:.2f}x; search {report['search']}, {len(report['steps'])} steps, "
              f"aimed at {report['aim_ms']:.3f} ms{_attempts(report)})",
+             _where_timed(report),
              prune_summary({**report, "prunable_groups": len(report["group_sizes"])})]
     return "\n".join(lines)
 
@@ -46,3 +47,19 @@ def budget_summary(report: dict[str, Any]) -> str:
 def _attempts(report: dict[str, Any]) -> str:
     n = len(report.get("attempts") or [])
     return f", {n} searches: an earlier final check missed, or its session pairs spread over the budget" if n > 1 else ""
+
+
+def _where_timed(report: dict[str, Any]) -> str:
+    """Where the before/after latencies come from: the final check's session pairs and their process."""
+    pairs = len((report.get("attempts") or [{}])[-1].get("pair_ratios", [])) or "new"
+    where = {"fresh": "a process of its own", "this": "the searching process"}.get(
+        report.get("final_check_process", "this"), "the searching process")
+    return f"before/after: the median of {pairs} session pairs timed side by side in {where}"
+
+
+def _rescaled(report: dict[str, Any]) -> str:
+    """A relative budget is met as a ratio: in the final check's terms it is its own original's share."""
+    final_budget, budget = report.get("final_budget_ms"), report["budget_ms"]
+    if final_budget is None or abs(final_budget - budget) <= 1e-3 * budget:
+        return ""
+    return f" ({final_budget:.3f} ms beside the final check's original)"
