@@ -214,7 +214,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         if check.upper_ms <= final_budget_ms or plan.is_empty or attempt == FINAL_ATTEMPTS:
             break
         # the search's confirmation passed but the final check did not: the machine's state
-        # moved between them, or the pairs disagree by more than the room left under the budget.
+        # moved between them, the fresh process times the pair apart from the searching one, or
+        # the pairs disagree by more than the room left under the budget.
         # Aim lower by the overshoot (of the upper bound) and 1% more, and search again
         # (the margin is in the aim already: taking it off again made second searches over-prune).
         aim_ms *= final_budget_ms / check.upper_ms * 0.99
