@@ -163,6 +163,8 @@ def test_a_timed_plan_is_looked_up_by_its_mask_without_building_it(r18: Path, tm
     again = meter(tmp_path, budget_ms=1e9)
     assert again.measure(masks[1]) == confirmed and len(built) == 5
     assert [c["from_cache"] for c in first.confirmations + again.confirmations] == [False, True]
+    # the confirmation was timed in a process of its own (and the cache keeps where)
+    assert [c["process"] for c in first.confirmations + again.confirmations] == ["fresh", "fresh"]
 
 
 def test_the_baseline_is_the_median_of_three_sessions_and_cached(r18: Path, tmp_path: Path, monkeypatch) -> None:
@@ -247,8 +249,9 @@ def _scripted_meter(pairs, timed: list[int]):
     scripted = iter(pairs)
 
     class Meter(CandidateMeter):
-        def _beside_original(self, candidates, rounds, seconds=0.0):
+        def _beside_original(self, candidates, rounds, seconds=0.0, fresh=False):
             base, samples = next(scripted)
+            assert fresh            # every scripted timing here is a confirmation or a recheck
             timed.append(rounds)
             return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)]
 

@@ -2,8 +2,8 @@
 
 A probe times the candidate and the original in 2 or more interleaved rounds (until each has
 had ``PROBE_SECONDS`` of timed runs); a candidate that seems to meet the budget is confirmed
-with 3 or more rounds (``CONFIRM_SECONDS``) and accepted only with its median's standard error
-on top. Both are kept with the plan in the cache, so a warm run replays them; the final check
+with 3 or more rounds (``CONFIRM_SECONDS``), in a fresh process where the target allows it, and
+accepted only with its median's standard error on top. Both are kept with the plan in the cache, so a warm run replays them; the final check
 (in ``prune_budget``) is never cached. Relative budgets (``60%``, ``1.8x``) are met as the
 candidate/original ratio measured on one machine state, scaled to the baseline the budget was
 computed from; an absolute budget is a time.
@@ -34,7 +34,7 @@ __all__ = ["CONFIRM_SECONDS", "CandidateMeter", "PROBE_SECONDS", "in_baseline_te
 PROBE_SECONDS = 0.5
 CONFIRM_SECONDS = 0.75
 #: in the plan cache's key: probes and confirmations timed under another rule are not re-used
-METER_RULE = "rounds-by-time, median standard error"
+METER_RULE = "rounds-by-time, median standard error, confirmations in a fresh process"
 
 
 def measure_baseline(backend: Backend, original: onnx.ModelProto, sessions: int = 3) -> Measurement:
@@ -137,14 +137,20 @@ class CandidateMeter:
         return [self._confirm(k, c, v) if v <= self.budget_ms else v for k, c, v in zip(keeps, candidates, values)]
 
     def _beside_original(self, candidates: list[onnx.ModelProto], rounds: int,
-                         seconds: float = 0.0) -> list[Measurement]:
+                         seconds: float = 0.0, fresh: bool = False) -> list[Measurement]:
         """New sessions for the original and the candidates alike, timed in ``rounds`` or more
-        interleaved rounds (``seconds`` of timed running per network). (Keeping the original's
-        session warm across confirmations was tried: a new session beside a kept-warm one of
-        the *same* ResNet-50 read 1.7% slower on average, which failed confirmations near the
-        budget and left the searches over-pruned.)"""
-        return measure_side_by_side(self.confirm, [self.original, *candidates], rounds=rounds,
-                                    seconds_per_model=seconds)
+        interleaved rounds (``seconds`` of timed running per network); with ``fresh``, in a
+        process of its own where the backend allows it (see :mod:`hwprune_fx.targets.fresh_process`).
+        (Keeping the original's session warm across confirmations was tried: a new session
+        beside a kept-warm one of the *same* ResNet-50 read 1.7% slower on average, which
+        failed confirmations near the budget and left the searches over-pruned.)"""
+        from hwprune_fx.targets.fresh_process import time_sets_in_fresh_process
+
+        models = [self.original, *candidates]
+        spec = self.confirm.spawn_spec() if fresh else None
+        if spec is None:
+            return measure_side_by_side(self.confirm, models, rounds=rounds, seconds_per_model=seconds)
+        return time_sets_in_fresh_process(spec, models, 1, rounds, seconds)[0][0]
 
     def recheck(self, keep: np.ndarray) -> float:
         """A second confirmation, timed apart from the first (kept as ``<plan>.rechecked.json``):
@@ -167,8 +173,10 @@ class CandidateMeter:
 
     def _confirm(self, keep: np.ndarray, candidate: onnx.ModelProto | None, ms: float | None,
                  kind: str = "confirmed") -> float:
-        """The candidate timed beside the original (3 or more interleaved rounds), in budget terms,
-        with the standard error of its median on top.
+        """The candidate timed beside the original (3 or more interleaved rounds) in a process of
+        its own (where the target allows it, as the final check is), in budget terms, with the
+        standard error of its median on top. Probes stay in this process: they steer, and a
+        process start (about 1.5 s) per probe would double a small network's search.
 
         The pair's timing is kept with the plan (``<plan>.confirmed.json``): it is a ratio on
         one machine state, so a warm run re-uses it instead of timing every stop again, and the
@@ -181,10 +189,10 @@ class CandidateMeter:
             pair = json.loads(path.read_text())
         else:
             base_now, cand_now = self._beside_original([candidate or self.build(keep)], rounds=3,
-                                                       seconds=CONFIRM_SECONDS)
+                                                       seconds=CONFIRM_SECONDS, fresh=True)
             pair = {"side_by_side_ms": cand_now.median_ms, "median_se_ms": cand_now.median_se_ms,
-                    "rounds": cand_now.repeats,
-                    "baseline_side_by_side_ms": base_now.median_ms}
+                    "rounds": cand_now.repeats, "baseline_side_by_side_ms": base_now.median_ms,
+                    "process": "this" if self.confirm.spawn_spec() is None else "fresh"}
             if path is not None:
                 write_json_atomic(path, pair)
         # the median's standard error over rounds on top: accepted only when the budget holds with
@@ -196,7 +204,7 @@ class CandidateMeter:
         self.confirmations.append({"measured_ms": ms, "side_by_side_ms": pair["side_by_side_ms"],
                                    "baseline_side_by_side_ms": pair["baseline_side_by_side_ms"],
                                    "confirmed_ms": confirmed, "rounds": pair["rounds"], "from_cache": reused,
-                                   "kind": kind})
+                                   "kind": kind, "process": pair.get("process", "this")})
         label = "confirm" if kind == "confirmed" else kind.replace("rechecked", "recheck")
         self.say(f"{label}{' (cached)' if reused else ''}: {pair['side_by_side_ms']:.3f} ms beside the original at "
                  f"{pair['baseline_side_by_side_ms']:.3f} ms -> {confirmed:.3f} ms against the budget "

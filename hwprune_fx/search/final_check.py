@@ -76,7 +76,7 @@ def final_check(backend, original: onnx.ModelProto, pruned: onnx.ModelProto, pai
     interleaved rounds (``FINAL_SECONDS`` each), in a fresh process where the backend can be
     rebuilt there (``backend.spawn_spec()``), else in this one; the pair with the median ratio,
     and all the ratios."""
-    from hwprune_fx.targets import session_pairs
+    from hwprune_fx.targets import fresh_process
 
     if pairs < 1:
         raise ValueError("pairs must be >= 1")
@@ -84,9 +84,9 @@ def final_check(backend, original: onnx.ModelProto, pruned: onnx.ModelProto, pai
         raise ValueError(f"process must be 'fresh' or 'this', got {process!r}")
     spec = backend.spawn_spec() if process == "fresh" and backend is not None else None
     if spec is not None:
-        timed, pid = session_pairs.time_pairs_in_fresh_process(spec, original, pruned, pairs, FINAL_SECONDS)
+        timed, pid = fresh_process.time_sets_in_fresh_process(spec, [original, pruned], pairs, 2, FINAL_SECONDS)
     else:
-        timed, pid = session_pairs.time_pairs(backend, original, pruned, pairs, FINAL_SECONDS), os.getpid()
+        timed, pid = fresh_process.time_sets(backend, [original, pruned], pairs, 2, FINAL_SECONDS), os.getpid()
         process = "this"
     timed = sorted(timed, key=lambda pair: pair[1].median_ms / pair[0].median_ms)
     base, final = timed[len(timed) // 2]

@@ -1,4 +1,4 @@
-"""The final check's session pairs: timed in a fresh process where the target allows it."""
+"""Timings that decide (the final check, confirmations) run in a fresh process where the target allows it."""
 from __future__ import annotations
 
 import os
@@ -60,11 +60,11 @@ def test_a_backend_that_cannot_be_rebuilt_elsewhere_is_timed_here(pair, monkeypa
 
 def test_a_failing_fresh_process_is_a_one_line_backend_error(pair) -> None:
     from hwprune_fx.errors import BackendError
-    from hwprune_fx.targets.session_pairs import time_pairs_in_fresh_process
+    from hwprune_fx.targets.fresh_process import time_sets_in_fresh_process
 
     spec = {"target": "no-such-target", "timing": {"warmup": 1, "repeat": 1, "threads": 1, "min_seconds": 0.0}}
     with pytest.raises(BackendError, match=r"fresh process failed \(exit 1\): .*unknown target 'no-such-target'") as err:
-        time_pairs_in_fresh_process(spec, *pair, pairs=1, seconds_per_model=0.0)
+        time_sets_in_fresh_process(spec, list(pair), sets=1, rounds=2, seconds_per_model=0.0)
     assert "\n" not in str(err.value)
 
 
@@ -83,3 +83,12 @@ def test_prune_to_budget_refuses_an_unknown_final_check_process(pair, tmp_path) 
 
     with pytest.raises(UserError, match="final_check_process"):
         prune_to_budget(pair[0], "50%", final_check_process="elsewhere", cache_dir=tmp_path)
+
+
+def test_a_fresh_process_times_every_model_it_is_given_in_every_set(pair) -> None:
+    from hwprune_fx.targets.fresh_process import time_sets_in_fresh_process
+
+    sets, pid = time_sets_in_fresh_process(_ort().spawn_spec(), [pair[0], pair[1], pair[0]], sets=2, rounds=3,
+                                           seconds_per_model=0.0)
+    assert pid != os.getpid() and len(sets) == 2
+    assert all(len(one) == 3 and all(m.settings["rounds"] == 3 and m.repeats == 3 for m in one) for one in sets)
