@@ -190,7 +190,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
           "(`--margin`); `searches` counts the runs of the search (more than 1: the tool's final check "
           "missed, by its median or, from 406d549 on, by its median with half the spread of its 3 session "
           "pairs on top, and it searched again aiming lower; from a6c65af on, that check runs in a process "
-          "of its own, before in the searching process). Of the "
+          "of its own, before in the searching process, and from e8700ba on the search's confirmations "
+          "do too). Of the "
           f"{summary['rows_re_measured_in_processes']} rows re-measured in several processes, "
           f"{summary['rows_with_a_process_over_budget']} had one process whose own ratio was over the budget "
           "(`fresh_processes` in the JSON).", "",
