@@ -20,7 +20,8 @@ times it. In the searching process, after hundreds of candidate sessions, the Re
 HILP result read 96.8% of its budget while three fresh processes read 99.6-101.1%
 (``benchmarks/results/budget.md``, session 14): a gap the pairs' spread cannot show, because
 all the pairs share the one process. A fresh process costs its start (imports, loading the two
-networks: about a second) once per check.
+networks: about 1.5 s) once per check. The search's confirmations are timed in one too
+(:mod:`hwprune_fx.targets.fresh_process`), so the search and its final check agree.
 """
 from __future__ import annotations
 
