@@ -71,7 +71,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     ``final_check_process``: "fresh" (default) times the final check's session pairs in a new
     process where the target allows it (ort-cpu), as a deployment and the budget benchmark's
-    judge would; "this" times them in the searching process.
+    judge would; "this" times them in the searching process. The search's confirmations are
+    timed in a fresh process where the target allows it either way
+    (:meth:`~hwprune_fx.search.candidate_meter.CandidateMeter._confirm`).
 
     Raises:
         UnreachableBudget: the budget cannot be met (unless ``best_effort``).

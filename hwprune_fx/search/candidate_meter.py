@@ -3,8 +3,8 @@
 A probe times the candidate and the original in 2 or more interleaved rounds (until each has
 had ``PROBE_SECONDS`` of timed runs); a candidate that seems to meet the budget is confirmed
 with 3 or more rounds (``CONFIRM_SECONDS``), in a fresh process where the target allows it, and
-accepted only with its median's standard error on top. Both are kept with the plan in the cache, so a warm run replays them; the final check
-(in ``prune_budget``) is never cached. Relative budgets (``60%``, ``1.8x``) are met as the
+accepted only with its median's standard error on top. Both are kept with the plan in the
+cache, so a warm run replays them; the final check (in ``prune_budget``) is never cached. Relative budgets (``60%``, ``1.8x``) are met as the
 candidate/original ratio measured on one machine state, scaled to the baseline the budget was
 computed from; an absolute budget is a time.
 """
@@ -175,8 +175,8 @@ class CandidateMeter:
                  kind: str = "confirmed") -> float:
         """The candidate timed beside the original (3 or more interleaved rounds) in a process of
         its own (where the target allows it, as the final check is), in budget terms, with the
-        standard error of its median on top. Probes stay in this process: they steer, and a
-        process start (about 1.5 s) per probe would double a small network's search.
+        standard error of its median on top. Probes stay in this process: they only steer, and
+        a process start would add about 1.5 s to each.
 
         The pair's timing is kept with the plan (``<plan>.confirmed.json``): it is a ratio on
         one machine state, so a warm run re-uses it instead of timing every stop again, and the
