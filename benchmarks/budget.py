@@ -222,7 +222,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
 
 
 def _gap_pct(row: dict) -> float:
-    """How much slower (%) the judge's fresh processes read the pruned/original ratio than the tool's final check."""
+    """How much higher (%) the judge's fresh processes read the pruned/original ratio than the
+    tool's final check did (negative: the judge read the pruned network faster)."""
     tool = row["in_process_final_ms"] / row["in_process_baseline_ms"]
     return 100 * ((row["final_ms"] / row["baseline_ms"]) / tool - 1)
 
@@ -233,8 +234,8 @@ def judge_vs_tool(rows: list[dict]) -> dict:
     median and the extremes, with the rows at the extremes."""
     out = {}
     for where in ("this", "fresh"):
-        had = sorted((r for r in rows if "in_process_final_ms" in r and r.get("tool_final_check_process", "this") == where),
-                     key=_gap_pct)
+        had = sorted((r for r in rows if "in_process_final_ms" in r
+                      and r.get("tool_final_check_process", "this") == where), key=_gap_pct)
         if had:
             gaps = [_gap_pct(r) for r in had]
             name = lambda r: f"{r['model']} {r['budget']} {r['search']}"  # noqa: E731

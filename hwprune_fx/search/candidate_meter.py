@@ -4,9 +4,10 @@ A probe times the candidate and the original in 2 or more interleaved rounds (un
 had ``PROBE_SECONDS`` of timed runs); a candidate that seems to meet the budget is confirmed
 with 3 or more rounds (``CONFIRM_SECONDS``), in a fresh process where the target allows it, and
 accepted only with its median's standard error on top. Both are kept with the plan in the
-cache, so a warm run replays them; the final check (in ``prune_budget``) is never cached. Relative budgets (``60%``, ``1.8x``) are met as the
-candidate/original ratio measured on one machine state, scaled to the baseline the budget was
-computed from; an absolute budget is a time.
+cache, so a warm run replays them; the final check (in ``prune_budget``) is never cached.
+Relative budgets (``60%``, ``1.8x``) are met as the candidate/original ratio measured on one
+machine state, scaled to the baseline the budget was computed from; an absolute budget is a
+time.
 """
 from __future__ import annotations
 
