@@ -50,9 +50,7 @@ def measure_baseline(backend: Backend, original: onnx.ModelProto, sessions: int 
         key = json.dumps([model_hash(original), backend.settings(), sessions], sort_keys=True)
         path = backend.cache_dir / "baselines" / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.json"
         if path.exists():
-            data = json.loads(path.read_text())
-            data.pop("spread_ms", None)
-            return Measurement(**data)
+            return Measurement.from_dict(json.loads(path.read_text()))
     feeds = random_inputs(original, batch=1)
     runs = sorted((backend._time_onnx(original, feeds) for _ in range(sessions)), key=lambda m: m.median_ms)
     result = runs[len(runs) // 2]
@@ -145,13 +143,12 @@ class CandidateMeter:
         (Keeping the original's session warm across confirmations was tried: a new session
         beside a kept-warm one of the *same* ResNet-50 read 1.7% slower on average, which
         failed confirmations near the budget and left the searches over-pruned.)"""
-        from hwprune_fx.targets.fresh_process import time_sets_in_fresh_process
+        from hwprune_fx.targets.fresh_process import time_sets_fresh_where_possible
 
         models = [self.original, *candidates]
-        spec = self.confirm.spawn_spec() if fresh else None
-        if spec is None:
+        if not fresh:
             return measure_side_by_side(self.confirm, models, rounds=rounds, seconds_per_model=seconds)
-        return time_sets_in_fresh_process(spec, models, 1, rounds, seconds)[0][0]
+        return time_sets_fresh_where_possible(self.confirm, models, 1, rounds, seconds)[0][0]
 
     def recheck(self, keep: np.ndarray) -> float:
         """A second confirmation, timed apart from the first (kept as ``<plan>.rechecked.json``):

@@ -83,12 +83,11 @@ def final_check(backend, original: onnx.ModelProto, pruned: onnx.ModelProto, pai
         raise ValueError("pairs must be >= 1")
     if process not in ("fresh", "this"):
         raise ValueError(f"process must be 'fresh' or 'this', got {process!r}")
-    spec = backend.spawn_spec() if process == "fresh" and backend is not None else None
-    if spec is not None:
-        timed, pid = fresh_process.time_sets_in_fresh_process(spec, [original, pruned], pairs, 2, FINAL_SECONDS)
+    models = [original, pruned]
+    if process == "fresh" and backend is not None:
+        timed, process, pid = fresh_process.time_sets_fresh_where_possible(backend, models, pairs, 2, FINAL_SECONDS)
     else:
-        timed, pid = fresh_process.time_sets(backend, [original, pruned], pairs, 2, FINAL_SECONDS), os.getpid()
-        process = "this"
+        timed, pid = fresh_process.time_sets(backend, models, pairs, 2, FINAL_SECONDS), os.getpid()
     timed = sorted(timed, key=lambda pair: pair[1].median_ms / pair[0].median_ms)
     base, final = timed[len(timed) // 2]
     return FinalCheck(base, final, tuple(p[1].median_ms / p[0].median_ms for p in timed), process, pid)

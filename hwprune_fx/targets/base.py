@@ -105,9 +105,7 @@ class Backend(abc.ABC):
         key = hashlib.sha256(json.dumps([model_hash(model), settings], sort_keys=True).encode()).hexdigest()[:40]
         path = self.cache_dir / "measurements" / f"{key}.json"
         if self.use_cache and path.exists():
-            data = json.loads(path.read_text())
-            data.pop("spread_ms", None)
-            return Measurement(**data)
+            return Measurement.from_dict(json.loads(path.read_text()))
         result = self._time_onnx(model, feeds or random_inputs(model, batch=1))
         if self.use_cache:
             from hwprune_fx.emit.files import write_json_atomic

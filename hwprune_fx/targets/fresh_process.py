@@ -31,7 +31,7 @@ from hwprune_fx.errors import BackendError
 from hwprune_fx.targets.base import Backend
 from hwprune_fx.targets.measurement import Measurement
 
-__all__ = ["time_sets", "time_sets_in_fresh_process"]
+__all__ = ["time_sets", "time_sets_fresh_where_possible", "time_sets_in_fresh_process"]
 
 
 def time_sets(backend: Backend, models: Sequence[onnx.ModelProto], sets: int, rounds: int,
@@ -65,13 +65,18 @@ def time_sets_in_fresh_process(spec: dict, models: Sequence[onnx.ModelProto], se
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise BackendError(f"the timing's fresh process failed (exit {done.returncode}): {last}")
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    return [[_measurement(m) for m in one] for one in out["sets"]], int(out["pid"])
+    return [[Measurement.from_dict(m) for m in one] for one in out["sets"]], int(out["pid"])
 
 
-def _measurement(d: dict) -> Measurement:
-    d = dict(d)
-    d.pop("spread_ms", None)   # derived, not a field
-    return Measurement(**d)
+def time_sets_fresh_where_possible(backend: Backend, models: Sequence[onnx.ModelProto], sets: int, rounds: int,
+                                   seconds_per_model: float) -> tuple[list[list[Measurement]], str, int]:
+    """:func:`time_sets` in a fresh process where ``backend.spawn_spec()`` allows it, else in this
+    one; with where it ran ("fresh" or "this") and that process's pid."""
+    spec = backend.spawn_spec()
+    if spec is None:
+        return time_sets(backend, models, sets, rounds, seconds_per_model), "this", os.getpid()
+    timed, pid = time_sets_in_fresh_process(spec, models, sets, rounds, seconds_per_model)
+    return timed, "fresh", pid
 
 
 def main(argv: list[str]) -> None:

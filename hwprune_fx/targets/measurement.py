@@ -35,6 +35,11 @@ class Measurement:
         d["spread_ms"] = self.spread_ms
         return d
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Measurement":
+        """The inverse of :meth:`to_dict` (its derived ``spread_ms`` dropped): caches and other processes."""
+        return cls(**{k: v for k, v in data.items() if k != "spread_ms"})
+
 
 def _quantile(sorted_vals: list[float], q: float) -> float:
     if len(sorted_vals) == 1:
