@@ -20,6 +20,7 @@ from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
 from hwprune_fx.search.final_check import FinalCheck, final_check
 from hwprune_fx.targets import TimingConfig, create_backend
+from hwprune_fx.targets.side_by_side import BLOCK_SECONDS
 
 if TYPE_CHECKING:
     from hwprune_fx.pipeline import CalibInput
@@ -147,11 +148,15 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         say(f"--align auto: step widths {sorted(set(align.values())) if isinstance(align, dict) else align}")
     phases["profiling"] = time.perf_counter() - t0
 
-    confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads),
+    # interleaved rounds of short blocks, so every model sees every machine state: a third of
+    # --repeat runs per block in the probes and confirmations, a quarter in the final check
+    # (a few seconds on ResNet-50), and never under BLOCK_SECONDS (a fast network's short block
+    # reads it slow: see side_by_side)
+    confirm = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(5, repeat // 3), threads=threads,
+                                                         min_seconds=BLOCK_SECONDS),
                              use_cache=False, **(backend_options or {}))
-    # 5 interleaved rounds of short blocks: as many runs as a quarter of --repeat per block keeps
-    # the final check a few seconds on ResNet-50 while every model sees every machine state
-    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads),
+    fresh = create_backend(target, timing=TimingConfig(warmup=3, repeat=max(3, repeat // 4), threads=threads,
+                                                       min_seconds=BLOCK_SECONDS),
                            use_cache=False, **(backend_options or {}))
     build = lambda keep: materialize(loaded.original, PruningPlan(analysis, np.flatnonzero(~keep)))  # noqa: E731
 

@@ -92,3 +92,18 @@ def test_a_fresh_process_times_every_model_it_is_given_in_every_set(pair) -> Non
                                            seconds_per_model=0.0)
     assert pid != os.getpid() and len(sets) == 2
     assert all(len(one) == 3 and all(m.settings["rounds"] == 3 and m.repeats == 3 for m in one) for one in sets)
+
+
+def test_a_block_runs_on_until_its_minimum_time_here_and_in_a_fresh_process(pair) -> None:
+    """A fast network's block of 3 runs reads it slow (``side_by_side.BLOCK_SECONDS``): a block with
+    ``min_seconds`` keeps running until that much was timed, and the fresh process's backend keeps it."""
+    from hwprune_fx.oracle import random_inputs
+    from hwprune_fx.targets import TimingConfig, create_backend
+    from hwprune_fx.targets.fresh_process import time_sets_in_fresh_process
+
+    timing = TimingConfig(warmup=1, repeat=3, threads=1, min_seconds=0.05)
+    backend = create_backend("ort-cpu", timing=timing, use_cache=False)
+    block = backend.block_timer(pair[1], random_inputs(pair[1], batch=1))()
+    assert block.repeats > 3 and block.repeats * block.median_ms >= 0.8 * 50   # ms; 3 runs take ~0.1 ms
+    sets, _ = time_sets_in_fresh_process(backend.spawn_spec(), list(pair), sets=1, rounds=2, seconds_per_model=0.0)
+    assert all(m.settings["min_seconds"] == 0.05 and m.settings["repeat"] == 3 for m in sets[0])

@@ -13,6 +13,14 @@ with a standard deviation of 0.0073 at 2 rounds, 0.0053 at 8 and 0.0048 at 12 ro
 0.024 at 2 rounds and 0.008 at 8. ``seconds_per_model`` adds rounds until every model
 has had that much timed running, up to ``max_rounds``, so a fast network is timed as closely
 as a slow one.
+
+A block must also be long enough. A block of 3 runs of a pruned network that runs in 4 ms
+starts a few milliseconds after the other network's block and reads the caches that one left:
+fresh-process final checks with blocks of 3 runs read a pruned EfficientNet-B0 (40%) at +10%
+of its ratio with blocks of 100 ms or more, MobileNetV2 +3% and ResNet-18 +2%; blocks of 10
+runs still read EfficientNet-B0 +2%, and 30 runs and 100 ms agreed within 1% on all three
+(``benchmarks/results/block_length.md``). The budget searches time blocks of at least
+``BLOCK_SECONDS`` (``TimingConfig.min_seconds``).
 """
 from __future__ import annotations
 
@@ -24,10 +32,13 @@ import onnx
 from hwprune_fx.targets.base import Backend
 from hwprune_fx.targets.measurement import Measurement, summarize
 
-__all__ = ["MAX_ROUNDS", "measure_side_by_side", "pooled_ratios", "round_medians"]
+__all__ = ["BLOCK_SECONDS", "MAX_ROUNDS", "measure_side_by_side", "pooled_ratios", "round_medians"]
 
 #: past this, more rounds stopped tightening a session pair's ratio (see the module docstring)
 MAX_ROUNDS = 12
+#: timed running per block, at the least, in the searches' probes, confirmations and final check
+#: (see the module docstring); a ResNet-50 block of 3 runs is longer already
+BLOCK_SECONDS = 0.1
 
 
 def round_medians(backend: Backend, models: Sequence[onnx.ModelProto], rounds: int,
