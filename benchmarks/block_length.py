@@ -63,8 +63,8 @@ def run_case(model: str, budget: str, search: str, checks: int, blocks: list[str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--cases", default="mobilenet_v2:40%:opti-cut,efficientnet_b0:40%:opti-cut,resnet18:40%:opti-cut",
-                    help="model:budget:search, comma-separated")
+    ap.add_argument("--cases", help="model:budget:search, comma-separated",
+                    default="mobilenet_v2:40%:opti-cut,efficientnet_b0:40%:opti-cut,resnet18:40%:opti-cut")
     ap.add_argument("--checks", type=int, default=4, help="final checks per block setting")
     ap.add_argument("--blocks", default="3,10,30,3+50ms,3+100ms", help="block settings, comma-separated")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
