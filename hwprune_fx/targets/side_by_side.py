@@ -19,9 +19,8 @@ starts a few milliseconds after the other network's block and reads the caches t
 fresh-process final checks with blocks of 3 runs read a pruned EfficientNet-B0's (40%) ratio
 to the original 10% higher than blocks of 100 ms or more did, MobileNetV2's 3% and ResNet-18's
 2%; blocks of 10 runs still read EfficientNet-B0's 2% high, and 30 runs and 100 ms agreed
-within 1% on all three
-(``benchmarks/results/block_length.md``). The budget searches time blocks of at least
-``BLOCK_SECONDS`` (``TimingConfig.min_seconds``).
+within 1% on all three (``benchmarks/results/block_length.md``). The budget searches time
+blocks of at least ``BLOCK_SECONDS`` (``TimingConfig.min_seconds``).
 """
 from __future__ import annotations
 
