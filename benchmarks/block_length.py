@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cells import median_range
 from provenance import code_commit
 
 from hwprune_fx.pipeline import load_onnx_model
@@ -90,9 +91,8 @@ def main() -> None:
     for r in rows:
         last = r["medians"][r["blocks"][-1]]
         for b in r["blocks"]:
-            v = r["ratios"][b]
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['checks']} | {b} | "
-                      f"{r['medians'][b]:.4f} ({min(v):.4f}-{max(v):.4f}) | {100 * (r['medians'][b] / last - 1):+.2f}% | "
+                      f"{median_range(r['ratios'][b])} | {100 * (r['medians'][b] / last - 1):+.2f}% | "
                       f"{r['check_seconds'][b]:.1f} | {r['commit']} |")
     (out / "block_length.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

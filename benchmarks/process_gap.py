@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cells import median_range
 from provenance import code_commit
 
 from hwprune_fx.pipeline import load_onnx_model
@@ -87,10 +88,8 @@ def main() -> None:
           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for runs in r["block_runs"]:
-            cell = lambda k: (f"{r['medians'][k]:.4f} ({min(r['ratios'][k]):.4f}-"  # noqa: E731
-                              f"{max(r['ratios'][k]):.4f})")
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['checks']} | {runs} | "
-                      f"{cell(f'this {runs}')} | {cell(f'fresh {runs}')} | {r['fresh_over_this_pct'][runs]:+.2f}% | "
+                      f"{median_range(r['ratios'][f'this {runs}'])} | {median_range(r['ratios'][f'fresh {runs}'])} | {r['fresh_over_this_pct'][runs]:+.2f}% | "
                       f"{r['pairs_fresh_slower'][runs]}/{r['checks']} | {r['search_seconds']} | {r['commit']} |")
     (out / "process_gap.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
