@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=None, help="input side (default: the model's own)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--margin", type=float, default=0.03, help="how far under the budget the search aims")
+    ap.add_argument("--align", default="8", help="channel alignment of every search (the tool's default: 8)")
+    ap.add_argument("--name", default="budget", help="results file stem (budget.json, budget.md)")
     ap.add_argument("--remeasure-repeat", type=int, default=10, help="runs per block in each fresh process (5 rounds)")
     # blocks of 10 runs read a pruned EfficientNet-B0 at 40% 2% slow against blocks of 100 ms or
     # more (results/block_length.md): the judge times steady blocks, longer than the tool's
@@ -110,8 +112,8 @@ def main() -> None:
                          "search); with --models '' only merges")
     args = ap.parse_args()
     rows, e2e, commit = [], None, code_commit()
-    if args.append and (Path(args.out) / "budget.json").exists():
-        earlier = json.loads((Path(args.out) / "budget.json").read_text())
+    if args.append and (Path(args.out) / f"{args.name}.json").exists():
+        earlier = json.loads((Path(args.out) / f"{args.name}.json").read_text())
         redo = {(m, f"{b}%", s) for m in args.models.split(",") for b in args.budgets.split(",")
                 for s in args.searches.split(",")}
         rows = [r for r in earlier["rows"] if (r["model"], r["budget"], r["search"]) not in redo]
@@ -132,10 +134,11 @@ def main() -> None:
                 for search in args.searches.split(","):
                     t0 = time.perf_counter()
                     row = {"model": name, "budget": f"{budget}%", "search": search, "margin": args.margin,
-                           "commit": commit}
+                           "align": args.align, "commit": commit}
                     try:
                         res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
-                                              repeat=args.repeat, cache_dir=cache, margin=args.margin)
+                                              repeat=args.repeat, cache_dir=cache, margin=args.margin,
+                                              align=int(args.align) if args.align.isdigit() else args.align)
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
                         fresh = remeasure_in_processes(src, out, args.remeasure_repeat, args.threads, args.processes,
@@ -163,12 +166,12 @@ def main() -> None:
                         row.update({"met": False, "error": str(exc), "total_seconds": time.perf_counter() - t0})
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                    write_results(Path(args.out), rows, e2e, args.threads)
-    write_results(Path(args.out), rows, e2e, args.threads)
+                    write_results(Path(args.out), rows, e2e, args.threads, args.name)
+    write_results(Path(args.out), rows, e2e, args.threads, args.name)
 
 
-def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: int) -> None:
-    """budget.json + budget.md from the rows so far (called after every row: a long run killed
+def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: int, name: str = "budget") -> None:
+    """<name>.json + <name>.md from the rows so far (called after every row: a long run killed
     half-way still leaves its table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = sorted(rows, key=lambda r: (r["model"], -float(r["budget"].rstrip("%")),
@@ -183,14 +186,15 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
                    q["final_ms"] / q["baseline_ms"] > r["budget_ms"] / r["baseline_ms"]
                    for q in r.get("fresh_processes", []))),
                "judge_vs_tool": judge_vs_tool(over_used)}
-    (out_dir / "budget.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
+    (out_dir / f"{name}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n")
     margins = " or ".join(sorted({f"{100 * r.get('margin', 0.0):.0f}%" for r in rows}))
     counts = Counter(len(r.get("fresh_processes", [None])) for r in rows if "final_ms" in r)
     processes = ", ".join(f"{n} per row in {k} rows" for n, k in sorted(counts.items(), reverse=True))
     worst = summary["worst_overshoot_pct"]
     overshoot = (f"worst overshoot {worst:.2g}%" if worst > 0   # 2 significant digits: a 0.009% miss is no 0.0%
                  else f"no overshoot (the fullest row uses {100 + worst:.1f}% of its budget)")
-    md = [f"# Budget table (ort-cpu, {threads} thread): {hits}/{len(rows)} rows within budget, "
+    aligns = " or ".join(sorted({str(r.get("align", "8")) for r in rows}))
+    md = [f"# Budget table (ort-cpu, {threads} thread, --align {aligns}): {hits}/{len(rows)} rows within budget, "
           f"{overshoot}; {summary['rows_within_budget_using_90pct_or_more']} rows within budget use >= 90% of it", "",
           "Final latency: the pruned and the original network timed again side by side (interleaved "
           f"rounds) in fresh processes, one after another: {processes}; the row takes the median "
@@ -229,7 +233,7 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | "
                       f"| {commit} |")
     md += ["", *hardware_awareness(rows)]
-    (out_dir / "budget.md").write_text("\n".join(md) + "\n")
+    (out_dir / f"{name}.md").write_text("\n".join(md) + "\n")
 
 
 def _gap_pct(row: dict) -> float:
