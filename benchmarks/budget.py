@@ -138,7 +138,7 @@ def main() -> None:
                     try:
                         res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin,
-                                              align=int(args.align) if args.align.isdigit() else args.align)
+                                              align=args.align)   # its text: N or auto, as the CLI's
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
                         fresh = remeasure_in_processes(src, out, args.remeasure_repeat, args.threads, args.processes,

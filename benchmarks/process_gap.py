@@ -89,7 +89,8 @@ def main() -> None:
     for r in rows:
         for runs in r["block_runs"]:
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | {r['checks']} | {runs} | "
-                      f"{median_range(r['ratios'][f'this {runs}'])} | {median_range(r['ratios'][f'fresh {runs}'])} | {r['fresh_over_this_pct'][runs]:+.2f}% | "
+                      f"{median_range(r['ratios'][f'this {runs}'])} | {median_range(r['ratios'][f'fresh {runs}'])} | "
+                      f"{r['fresh_over_this_pct'][runs]:+.2f}% | "
                       f"{r['pairs_fresh_slower'][runs]}/{r['checks']} | {r['search_seconds']} | {r['commit']} |")
     (out / "process_gap.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

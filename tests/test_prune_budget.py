@@ -253,11 +253,13 @@ def _scripted_meter(pairs, timed: list[int]):
     scripted = iter(pairs)
 
     class Meter(CandidateMeter):
-        def _beside_original(self, candidates, rounds, seconds=0.0, fresh=False):
+        def _beside_original(self, candidates, rounds, seconds=0.0):
+            raise AssertionError("every scripted timing here is a confirmation or a recheck, not a probe")
+
+        def _beside_original_fresh(self, candidates, rounds, seconds):
             base, samples = next(scripted)
-            assert fresh            # every scripted timing here is a confirmation or a recheck
             timed.append(rounds)
-            return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)]
+            return [summarize("ort-cpu", [base] * 3, 0, 1), summarize("ort-cpu", samples, 0, 1)], "fresh"
 
     return Meter(None, lambda keep: None, backend, backend, parse_budget("50%"), 10.0, 20.0)
 

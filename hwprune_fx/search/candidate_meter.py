@@ -136,19 +136,24 @@ class CandidateMeter:
         return [self._confirm(k, c, v) if v <= self.budget_ms else v for k, c, v in zip(keeps, candidates, values)]
 
     def _beside_original(self, candidates: list[onnx.ModelProto], rounds: int,
-                         seconds: float = 0.0, fresh: bool = False) -> list[Measurement]:
-        """New sessions for the original and the candidates alike, timed in ``rounds`` or more
-        interleaved rounds (``seconds`` of timed running per network); with ``fresh``, in a
-        process of its own where the backend allows it (see :mod:`hwprune_fx.targets.fresh_process`).
+                         seconds: float = 0.0) -> list[Measurement]:
+        """New sessions for the original and the candidates alike, in this process, timed in
+        ``rounds`` or more interleaved rounds (``seconds`` of timed running per network).
         (Keeping the original's session warm across confirmations was tried: a new session
         beside a kept-warm one of the *same* ResNet-50 read 1.7% slower on average, which
         failed confirmations near the budget and left the searches over-pruned.)"""
+        return measure_side_by_side(self.confirm, [self.original, *candidates], rounds=rounds,
+                                    seconds_per_model=seconds)
+
+    def _beside_original_fresh(self, candidates: list[onnx.ModelProto], rounds: int,
+                               seconds: float) -> tuple[list[Measurement], str]:
+        """As :meth:`_beside_original`, in a process of its own where the backend allows it (see
+        :mod:`hwprune_fx.targets.fresh_process`); with where it ran ("fresh" or "this")."""
         from hwprune_fx.targets.fresh_process import time_sets_fresh_where_possible
 
-        models = [self.original, *candidates]
-        if not fresh:
-            return measure_side_by_side(self.confirm, models, rounds=rounds, seconds_per_model=seconds)
-        return time_sets_fresh_where_possible(self.confirm, models, 1, rounds, seconds)[0][0]
+        timed, where, _ = time_sets_fresh_where_possible(self.confirm, [self.original, *candidates], 1, rounds,
+                                                         seconds)
+        return timed[0], where
 
     def recheck(self, keep: np.ndarray) -> float:
         """A second confirmation, timed apart from the first (kept as ``<plan>.rechecked.json``):
@@ -186,11 +191,10 @@ class CandidateMeter:
         if reused:
             pair = json.loads(path.read_text())
         else:
-            base_now, cand_now = self._beside_original([candidate or self.build(keep)], rounds=3,
-                                                       seconds=CONFIRM_SECONDS, fresh=True)
+            (base_now, cand_now), where = self._beside_original_fresh([candidate or self.build(keep)], rounds=3,
+                                                                      seconds=CONFIRM_SECONDS)
             pair = {"side_by_side_ms": cand_now.median_ms, "median_se_ms": cand_now.median_se_ms,
-                    "rounds": cand_now.repeats, "baseline_side_by_side_ms": base_now.median_ms,
-                    "process": "this" if self.confirm.spawn_spec() is None else "fresh"}
+                    "rounds": cand_now.repeats, "baseline_side_by_side_ms": base_now.median_ms, "process": where}
             if path is not None:
                 write_json_atomic(path, pair)
         # the median's standard error over rounds on top: accepted only when the budget holds with
