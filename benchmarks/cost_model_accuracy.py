@@ -24,11 +24,12 @@ import os
 import tempfile
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
-from provenance import code_commit
+from provenance import code_commit, cpu_label
 from tqdm import tqdm
 
 from hwprune_fx.analysis import analyze_dependencies
@@ -41,8 +42,12 @@ from hwprune_fx.pipeline import load_onnx_model
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.profiling.layers import find_layers
 from hwprune_fx.targets import TimingConfig, create_backend
-from hwprune_fx.targets.side_by_side import pooled_ratios
+from hwprune_fx.targets.side_by_side import BLOCK_SECONDS, pooled_ratios
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
+
+
+#: rows written before the CPU was recorded were all timed on the machine of sessions 1-14
+EARLIER_CPU = "AMD EPYC, AVX2"
 
 
 def random_keep(analysis, rng: np.random.Generator) -> np.ndarray:
@@ -111,11 +116,16 @@ def load_zoo_model(name: str):
 
 
 def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int,
-              sessions: int = 1) -> dict:
+              sessions: int = 1, min_block_s: float = 0.0) -> dict:
+    """``backend`` profiles the LUT as ``prune`` does; the variants are timed through a copy
+    whose blocks last at least ``min_block_s``: a block of a few runs of a few-millisecond
+    network reads the caches the original's block left and its ratio high
+    (``results/block_length.md``), and the tool's own checks time blocks of ``BLOCK_SECONDS``."""
     t0 = time.perf_counter()
     loaded, analysis, channels = load_zoo_model(name)
     t1 = time.perf_counter()
     lut = LutCostModel.profile(channels, backend)
+    timer = backend.with_timing(replace(backend.timing, min_seconds=min_block_s))
     profile_s = time.perf_counter() - t1
     flops = create_cost_model("flops", channels=channels)
     measured = MeasuredCostModel(loaded.original, analysis, backend)
@@ -132,10 +142,10 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
             raise AssertionError(f"{name}: variant not exact ({res.max_rel_error})")
         max_err = max(max_err, res.max_rel_error)
         return model
-    ratios, originals = pooled_latencies(backend, loaded.original, checked, configs, rounds, sessions)
+    ratios, originals = pooled_latencies(timer, loaded.original, checked, configs, rounds, sessions)
     # the measurement's own repeatability, the floor under any model's error: the first
     # ``recheck`` held-out variants timed a second time, the same way, after all the others
-    again = pooled_latencies(backend, loaded.original, measured.build, configs[fit:fit + recheck], rounds,
+    again = pooled_latencies(timer, loaded.original, measured.build, configs[fit:fit + recheck], rounds,
                              sessions)[0] if recheck else []
     # the original's latency: the median of all its rounds, i.e. over the whole run
     baseline_ms = float(np.median(originals))
@@ -149,7 +159,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
     row = {"model": name, "fitted_on": fit, "held_out": len(test_c), "units": analysis.num_units,
            "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
            "protocol": "pooled",
-           "seed": seed, "commit": code_commit(),
+           "seed": seed, "commit": code_commit(), "cpu": cpu_label(), "min_block_ms": round(1e3 * min_block_s),
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
@@ -177,6 +187,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=5, help="runs per model per round")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-block-ms", type=float, default=1e3 * BLOCK_SECONDS,
+                    help="each timed block of a variant or the original lasts at least this long "
+                         "(default: the tool's own, side_by_side.BLOCK_SECONDS)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--merge", action="store_true", help="keep the other models' rows of an earlier run in --out")
     args = ap.parse_args()
@@ -189,7 +202,7 @@ def main() -> None:
         rows = [r for r in json.loads((out / "cost_model_accuracy.json").read_text())["rows"] if r["model"] not in names]
     for name in names:
         rows.append(run_model(name, args.fit, args.variants, backend, args.seed, args.rounds, args.recheck,
-                              args.sessions))
+                              args.sessions, args.min_block_ms / 1e3))
         r = rows[-1]
         print(f"{name}: predictor MAPE {r['predictor']['mape_pct']}% rho {r['predictor']['spearman']}; "
               f"lut {r['lut']['mape_pct']}%; flops {r['flops']['mape_pct']}% ({r['seconds']} s)", flush=True)
@@ -212,16 +225,18 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
           "sessions beside the original. "
           f"Load average when written: {', '.join(f'{x:.1f}' for x in meta['load_average_now'])} on "
           f"{os.cpu_count()} cores.", "",
-          "| model | commit | fitted / held out | baseline ms | held-out latency range | timing: sessions x rounds x runs | predictor MAPE | "
+          "| model | commit | timed on | fitted / held out | baseline ms | held-out latency range | timing: sessions x rounds x runs (block at least) | predictor MAPE | "
           "predictor worst | predictor ρ | LUT MAPE | LUT ρ | FLOPs MAPE | FLOPs ρ | re-measured: MAPE | re-measured: ρ |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p, lu, f = r["predictor"], r["lut"], r["flops"]
         held = np.array(r["truth_ms"][r["fitted_on"]:]) / r["baseline_ms"]
-        md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r['fitted_on']} / {r['held_out']} | "
+        block = f" ({r['min_block_ms']} ms)" if r.get("min_block_ms") else ""
+        md.append(f"| {r['model']} | {r.get('commit', 'before 94c1940')} | {r.get('cpu', EARLIER_CPU)} | "
+                  f"{r['fitted_on']} / {r['held_out']} | "
                   f"{r['baseline_ms']:.2f} | "
                   f"{held.min():.2f}-{held.max():.2f}x | {r.get('protocol', 'pairs')} {r.get('sessions', 1)} x "
-                  f"{r['rounds']} x {r['repeat']} | "
+                  f"{r['rounds']} x {r['repeat']}{block} | "
                   f"{p['mape_pct']}% | {p['worst_pct']}% | {p['spearman']} | "
                   f"{lu['mape_pct']}% | {lu['spearman']} | {f['mape_pct']}% | {f['spearman']} | {_rep(r, 'mape_pct', '%')} "
                   f"| {_rep(r, 'spearman')} |")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-__all__ = ["code_commit"]
+__all__ = ["code_commit", "cpu_label"]
 
 
 def code_commit() -> str:
@@ -22,3 +22,18 @@ def code_commit() -> str:
     sha = git("rev-parse", "--short", "HEAD")
     changed = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results")
     return (sha + ("+dirty" if changed else "")) if sha else "unknown"
+
+
+def cpu_label() -> str:
+    """The CPU a row was timed on, e.g. ``Intel(R) Xeon(R) Processor, AVX-512``: the machine
+    behind these benchmarks changed from AVX2 to AVX-512 between sessions, which moves every
+    latency staircase, so a merged table must say which rows were timed where."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")),
+                "unknown")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{name}, {isa}"
