@@ -116,15 +116,16 @@ def load_zoo_model(name: str):
 
 
 def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: int, recheck: int,
-              sessions: int = 1, min_block_s: float = 0.0) -> dict:
-    """``backend`` profiles the LUT as ``prune`` does; the variants are timed through a copy
-    whose blocks last at least ``min_block_s``: a block of a few runs of a few-millisecond
-    network reads the caches the original's block left and its ratio high
-    (``results/block_length.md``), and the tool's own checks time blocks of ``BLOCK_SECONDS``."""
+              sessions: int = 1, min_block_s: float = 0.0, lut_repeat: int = 20) -> dict:
+    """The LUT is profiled as ``prune`` profiles it (``lut_repeat`` runs a point, prune's
+    default ``--repeat``); the variants are timed in blocks of at least ``min_block_s``: a
+    block of a few runs of a few-millisecond network reads the caches the original's block
+    left and its ratio high (``results/block_length.md``), and the tool's own checks time
+    blocks of ``BLOCK_SECONDS``."""
     t0 = time.perf_counter()
     loaded, analysis, channels = load_zoo_model(name)
     t1 = time.perf_counter()
-    lut = LutCostModel.profile(channels, backend)
+    lut = LutCostModel.profile(channels, backend.with_timing(replace(backend.timing, warmup=5, repeat=lut_repeat)))
     timer = backend.with_timing(replace(backend.timing, min_seconds=min_block_s))
     profile_s = time.perf_counter() - t1
     flops = create_cost_model("flops", channels=channels)
@@ -160,6 +161,7 @@ def run_model(name: str, fit: int, variants: int, backend, seed: int, rounds: in
            "layers": len(channels.layers), "baseline_ms": baseline_ms, "rounds": rounds, "sessions": sessions,
            "protocol": "pooled",
            "seed": seed, "commit": code_commit(), "cpu": cpu_label(), "min_block_ms": round(1e3 * min_block_s),
+           "lut_repeat": lut_repeat,
            "repeat": backend.timing.repeat, "predictor_coef": predictor.coef.tolist(),
            "oracle_max_rel_error": max_err, "lut_profile_seconds": round(profile_s, 1),
            "predictor": scores(np.array([predictor.predict(k) for k in test_c]), test_t),
@@ -187,6 +189,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=5, help="runs per model per round")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lut-repeat", type=int, default=20,
+                    help="runs per LUT sweep point, as prune's --repeat (default 20, prune's own)")
     ap.add_argument("--min-block-ms", type=float, default=1e3 * BLOCK_SECONDS,
                     help="each timed block of a variant or the original lasts at least this long "
                          "(default: the tool's own, side_by_side.BLOCK_SECONDS)")
@@ -202,7 +206,7 @@ def main() -> None:
         rows = [r for r in json.loads((out / "cost_model_accuracy.json").read_text())["rows"] if r["model"] not in names]
     for name in names:
         rows.append(run_model(name, args.fit, args.variants, backend, args.seed, args.rounds, args.recheck,
-                              args.sessions, args.min_block_ms / 1e3))
+                              args.sessions, args.min_block_ms / 1e3, args.lut_repeat))
         r = rows[-1]
         print(f"{name}: predictor MAPE {r['predictor']['mape_pct']}% rho {r['predictor']['spearman']}; "
               f"lut {r['lut']['mape_pct']}%; flops {r['flops']['mape_pct']}% ({r['seconds']} s)", flush=True)
