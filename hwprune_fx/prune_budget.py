@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,6 +20,7 @@ from hwprune_fx.errors import HwpruneError, RewriteError, UserError
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
 from hwprune_fx.search.final_check import FinalCheck, final_check
+from hwprune_fx.search.refill import UNDERFILL, raised_aim
 from hwprune_fx.targets import TimingConfig, create_backend
 from hwprune_fx.targets.side_by_side import BLOCK_SECONDS
 
@@ -61,7 +63,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     misses (its median with half the spread of its session pairs on top, see
     :mod:`hwprune_fx.search.final_check`), the search runs again aiming lower (at most
     ``FINAL_ATTEMPTS`` searches; on the last, the median alone decides), then raises
-    :class:`UnreachableBudget` unless ``best_effort``.
+    :class:`UnreachableBudget` unless ``best_effort``. If the first search's network passes its
+    final check under ``UNDERFILL`` of the budget, the search runs once more aiming higher and
+    the fuller network that passes is kept (:mod:`hwprune_fx.search.refill`).
 
     ``calib`` (a path, :class:`~hwprune_fx.calib.CalibrationSource` or
     :class:`~hwprune_fx.calib.CalibrationData`) feeds the data-driven criteria ``taylor`` and ``ig``.
@@ -199,8 +203,10 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         return out
     # no margin when the original already meets the budget: then there is nothing to prune
     aim_ms = budget_ms if budget_ms >= baseline.median_ms else budget_ms * (1.0 - margin)
-    attempts: list[dict[str, float]] = []
+    attempts: list[dict[str, Any]] = []
     confirmations: list[dict[str, float]] = []
+    kept: _Outcome | None = None   # an under-filled first network, the answer unless a fuller one passes
+    why = "first"
     for attempt in range(1, FINAL_ATTEMPTS + 1):
         rescores.clear()   # the report's steps and re-scores are the last search's
         meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
@@ -210,15 +216,31 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         phases["search"] = phases.get("search", 0.0) + time.perf_counter() - t0
         confirmations += meter.confirmations
         plan = PruningPlan(analysis, np.flatnonzero(~result.keep))
+        if kept is not None and (not result.reached or np.array_equal(result.keep, kept.result.keep)):
+            say("the search aiming higher found no other network: keeping the first")
+            break
         if not result.reached:
             break
 
         pruned, merges, res = rewrite_checked(plan)
         check, final_budget_ms = check_final(pruned)
-        attempts.append({"aim_ms": aim_ms, "final_budget_ms": final_budget_ms, **check.to_dict()})
+        attempts.append({"aim_ms": aim_ms, "why": why, "removed_units": int(plan.removed_units.size),
+                         "final_budget_ms": final_budget_ms, **check.to_dict()})
+        within = check.upper_ms <= final_budget_ms
+        if kept is not None:
+            break   # the fuller of the two is chosen below
+        higher = (raised_aim(aim_ms, budget_ms, result.measured_ms, baseline.median_ms, check, final_budget_ms)
+                  if within and attempt == 1 and not plan.is_empty else None)
+        if higher is not None:
+            kept = _Outcome(result, plan, pruned, merges, res, check, final_budget_ms, aim_ms, list(rescores))
+            say(f"final check {check.final.median_ms / final_budget_ms:.1%} of the budget, under "
+                f"{UNDERFILL:.0%}; the search read the network {result.measured_ms / aim_ms:.1%} of its aim: "
+                f"searching again aiming at {higher:.3f} ms (attempt {attempt + 1}/{FINAL_ATTEMPTS})")
+            aim_ms, why = higher, "aim higher"
+            continue
         # accepted with half the spread of its session pairs on top, so that a re-measurement in
         # another process does not tip it over; on the last search, the median alone decides
-        if check.upper_ms <= final_budget_ms or plan.is_empty or attempt == FINAL_ATTEMPTS:
+        if within or plan.is_empty or attempt == FINAL_ATTEMPTS:
             break
         # the search's confirmation passed but the final check did not: the machine's state
         # moved between them, the fresh process times the pair apart from the searching one, or
@@ -226,11 +248,19 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         # Aim lower by the overshoot (of the upper bound) and 1% more, and search again
         # (the margin is in the aim already: taking it off again made second searches over-prune).
         aim_ms *= final_budget_ms / check.upper_ms * 0.99
+        why = "aim lower"
         over = (f"{check.final.median_ms:.3f} ms" if check.final.median_ms > final_budget_ms else
                 f"{check.final.median_ms:.3f} ms + {check.pair_spread_ms:.3f} ms (half the spread of its "
                 f"{len(check.ratios)} session pairs)")
         say(f"final check {over} is over the budget {final_budget_ms:.3f} ms: searching again "
             f"aiming at {aim_ms:.3f} ms (attempt {attempt + 1}/{FINAL_ATTEMPTS})")
+    kept_attempt = len(attempts)
+    if kept is not None and not (result.reached and len(attempts) == 2 and _fuller(check, final_budget_ms, kept)):
+        result, plan, pruned, merges, res = kept.result, kept.plan, kept.pruned, kept.merges, kept.res
+        check, final_budget_ms, aim_ms, rescores[:] = kept.check, kept.final_budget_ms, kept.aim_ms, kept.rescores
+        kept_attempt = 1
+        if len(attempts) == 2:
+            say("keeping the first network: the one aimed higher did not pass its final check fuller")
 
     history = [{"step": h.step, "removed_units": h.removed_units, "predicted_ms": h.predicted_ms,
                 "measured_ms": h.measured_ms} for h in result.history]
@@ -260,7 +290,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "final_check_process": check.process,
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
-        "margin": margin, "aim_ms": aim_ms, "attempts": attempts,
+        "margin": margin, "aim_ms": aim_ms, "attempts": attempts, "kept_attempt": kept_attempt,
         "rescore": bool(rescore), "rescored_at_units_left": rescores,
         "scores_normalized_per_group": not global_scale(crit),
         "confirmations": confirmations, "merged_channels": len(merges),
@@ -274,6 +304,28 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     if calib_entry:
         report["calibration"] = calib_entry
     return {"model": pruned, "plan": plan, "report": report}
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """One search's network with its final check: what a later search may be measured against."""
+
+    result: Any
+    plan: PruningPlan
+    pruned: onnx.ModelProto
+    merges: list
+    res: Any
+    check: FinalCheck
+    final_budget_ms: float
+    aim_ms: float
+    rescores: list[int]
+
+
+def _fuller(check: FinalCheck, final_budget_ms: float, first: _Outcome) -> bool:
+    """Whether ``check``'s network passes its final check (half its pairs' spread on top) and
+    uses more of the budget than the first network did of its own."""
+    return (check.upper_ms <= final_budget_ms
+            and check.final.median_ms / final_budget_ms > first.check.final.median_ms / first.final_budget_ms)
 
 
 def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float, baseline_ms: float,

@@ -24,3 +24,12 @@ def test_a_relative_budget_is_shown_in_the_final_checks_terms_too() -> None:
     assert "6.100 ms (6.000 ms beside the final check's original) on ort-cpu: met (96.7%" in budget_summary(_report())
     absolute = budget_summary(_report(budget="6ms", budget_ms=6.0, final_budget_ms=6.0))
     assert "budget 6ms = 6.000 ms on ort-cpu" in absolute and "beside the final check" not in absolute
+
+
+def test_a_second_search_aiming_higher_is_explained() -> None:
+    first = {"pair_ratios": [0.47] * 3, "final_ms": 4.7, "final_budget_ms": 6.0, "why": "first"}
+    second = {"pair_ratios": [0.58] * 3, "final_ms": 5.8, "final_budget_ms": 6.0, "why": "aim higher"}
+    text = budget_summary(_report(attempts=[first, second], kept_attempt=2))
+    assert "the first network used 78.3% of the budget, so the second aimed higher; kept the second" in text
+    text = budget_summary(_report(attempts=[first, second], kept_attempt=1))
+    assert "kept the first (the second did not pass fuller)" in text

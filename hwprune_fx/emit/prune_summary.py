@@ -45,13 +45,22 @@ def budget_summary(report: dict[str, Any]) -> str:
 
 
 def _attempts(report: dict[str, Any]) -> str:
-    n = len(report.get("attempts") or [])
-    return f", {n} searches: an earlier final check missed, or its session pairs spread over the budget" if n > 1 else ""
+    attempts = report.get("attempts") or []
+    if len(attempts) < 2:
+        return ""
+    if attempts[1].get("why") == "aim higher":
+        first = attempts[0]
+        kept = "the second" if report.get("kept_attempt") == 2 else "the first (the second did not pass fuller)"
+        return (f"; 2 searches: the first network used {first['final_ms'] / first['final_budget_ms']:.1%} of the "
+                f"budget, so the second aimed higher; kept {kept}")
+    return f", {len(attempts)} searches: an earlier final check missed, or its session pairs spread over the budget"
 
 
 def _where_timed(report: dict[str, Any]) -> str:
     """Where the before/after latencies come from: the final check's session pairs and their process."""
-    pairs = len((report.get("attempts") or [{}])[-1].get("pair_ratios", [])) or "new"
+    attempts = report.get("attempts") or [{}]
+    kept = attempts[min(len(attempts), report.get("kept_attempt") or len(attempts)) - 1]
+    pairs = len(kept.get("pair_ratios", [])) or "new"
     where = {"fresh": "a process of its own", "this": "the searching process"}.get(
         report.get("final_check_process", "this"), "the searching process")
     return f"before/after: the median of {pairs} session pairs timed side by side in {where}"

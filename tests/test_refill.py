@@ -1,0 +1,90 @@
+"""A first network that the final check reads well under the budget: one more search, aiming higher."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hwprune_fx.search.final_check import FinalCheck
+from hwprune_fx.search.refill import UNDERFILL, raised_aim
+from hwprune_fx.targets.measurement import summarize
+
+
+def check_at(ratio: float, base_ms: float = 20.0) -> FinalCheck:
+    """A final check reading the pruned network at ``ratio`` of an original at ``base_ms``."""
+    return FinalCheck(summarize("ort-cpu", [base_ms], 0, 1), summarize("ort-cpu", [ratio * base_ms], 0, 1),
+                      (ratio,) * 3)
+
+
+def test_the_aim_rises_by_how_much_faster_the_final_check_read_the_network() -> None:
+    # budget 10 ms (50% of 20 ms), aimed at 9.7; the search read its network at 9.5 ms, the final
+    # check at 0.40 of the original (80% of the budget): 9.7 x (9.5 / 20) / 0.40 = 11.5, capped at 10
+    assert raised_aim(9.7, 10.0, 9.5, 20.0, check_at(0.40), 10.0) == pytest.approx(10.0)
+    # a smaller disagreement raises it less, under the budget: 9.0 x (8.4 / 20) / 0.40 = 9.45
+    assert raised_aim(9.0, 10.0, 8.4, 20.0, check_at(0.40), 10.0) == pytest.approx(9.0 * 0.42 / 0.40)
+
+
+def test_no_second_search_when_the_search_read_the_network_as_low_as_the_final_check() -> None:
+    """A uniform ratio between two steps of the staircase: the search's own timing is as far
+    under the aim as the final check, so a higher aim finds the same network."""
+    assert raised_aim(9.7, 10.0, 7.2, 20.0, check_at(0.36), 10.0) is None
+    assert raised_aim(9.7, 10.0, 7.25, 20.0, check_at(0.36), 10.0) is None   # under MIN_RAISE
+
+
+def test_no_second_search_at_or_over_the_underfill_line() -> None:
+    assert raised_aim(9.7, 10.0, 9.6, 20.0, check_at(UNDERFILL * 0.5), 10.0) is None
+
+
+def _scripted_final_checks(monkeypatch, ratios_of_budget: list[float]) -> list[float]:
+    """The final checks read the pruned network at the given shares of a 70% budget, in turn
+    (their pairs agreeing); the readings are returned as they are made."""
+    from hwprune_fx import prune_budget
+
+    real, made = prune_budget.final_check, []
+
+    def fake(backend, original, pruned, **kw):
+        check = real(backend, original, pruned, **kw)
+        share = ratios_of_budget[len(made)]
+        made.append(share)
+        ratio = 0.70 * share
+        final = dataclasses.replace(check.final, median_ms=ratio * check.base.median_ms)
+        return dataclasses.replace(check, final=final, ratios=(ratio,) * len(check.ratios))
+    monkeypatch.setattr(prune_budget, "final_check", fake)
+    return made
+
+
+@pytest.fixture(scope="module")
+def r18(torchvision_onnx) -> Path:
+    return torchvision_onnx("resnet18", 64)
+
+
+def test_an_underfilled_network_is_replaced_by_the_fuller_one_aimed_higher(r18: Path, tmp_path: Path,
+                                                                           monkeypatch) -> None:
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    made = _scripted_final_checks(monkeypatch, [0.70, 0.96])
+    out = prune_to_budget(r18, "70%", search="opti-cut", repeat=6, cache_dir=tmp_path)
+    rep = out["report"]
+    assert made == [0.70, 0.96]
+    first, second = rep["attempts"]
+    assert (first["why"], second["why"]) == ("first", "aim higher")
+    assert first["aim_ms"] < second["aim_ms"] <= rep["budget_ms"]
+    assert rep["kept_attempt"] == 2 and rep["aim_ms"] == second["aim_ms"]
+    assert rep["budget_used"] == pytest.approx(0.96) and rep["reached"]
+    # the network written is the second search's, which removed fewer channels than the first
+    assert rep["search_measured_ms"] <= second["aim_ms"]
+    assert rep["removed_units"] == second["removed_units"] < first["removed_units"]
+
+
+def test_the_first_network_stays_when_the_one_aimed_higher_fails_its_check(r18: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    made = _scripted_final_checks(monkeypatch, [0.70, 1.02])
+    rep = prune_to_budget(r18, "70%", search="opti-cut", repeat=6, cache_dir=tmp_path)["report"]
+    assert made == [0.70, 1.02] and len(rep["attempts"]) == 2
+    assert rep["kept_attempt"] == 1 and rep["aim_ms"] == rep["attempts"][0]["aim_ms"]
+    assert rep["budget_used"] == pytest.approx(0.70) and rep["reached"]
+    assert rep["search_measured_ms"] <= rep["attempts"][0]["aim_ms"]
+    assert rep["removed_units"] == rep["attempts"][0]["removed_units"] > rep["attempts"][1]["removed_units"]
