@@ -70,7 +70,7 @@ def test_an_underfilled_network_is_replaced_by_the_fuller_one_aimed_higher(r18: 
     first, second = rep["attempts"]
     assert (first["why"], second["why"]) == ("first", "aim higher")
     assert first["aim_ms"] < second["aim_ms"] <= rep["budget_ms"]
-    assert rep["kept_attempt"] == 2 and rep["aim_ms"] == second["aim_ms"]
+    assert rep["kept_attempt"] == 2 and rep["aim_ms"] == second["aim_ms"] and rep["searches"] == 2
     assert rep["budget_used"] == pytest.approx(0.96) and rep["reached"]
     # the network written is the second search's, which removed fewer channels than the first
     assert rep["search_measured_ms"] <= second["aim_ms"]
@@ -84,7 +84,24 @@ def test_the_first_network_stays_when_the_one_aimed_higher_fails_its_check(r18: 
     made = _scripted_final_checks(monkeypatch, [0.70, 1.02])
     rep = prune_to_budget(r18, "70%", search="opti-cut", repeat=6, cache_dir=tmp_path)["report"]
     assert made == [0.70, 1.02] and len(rep["attempts"]) == 2
-    assert rep["kept_attempt"] == 1 and rep["aim_ms"] == rep["attempts"][0]["aim_ms"]
+    assert rep["kept_attempt"] == 1 and rep["aim_ms"] == rep["attempts"][0]["aim_ms"] and rep["searches"] == 2
     assert rep["budget_used"] == pytest.approx(0.70) and rep["reached"]
     assert rep["search_measured_ms"] <= rep["attempts"][0]["aim_ms"]
     assert rep["removed_units"] == rep["attempts"][0]["removed_units"] > rep["attempts"][1]["removed_units"]
+
+
+def test_a_search_aiming_higher_that_finds_the_same_network_is_not_checked_again(r18: Path, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    from hwprune_fx import prune_budget
+
+    made = _scripted_final_checks(monkeypatch, [0.70, 0.96])
+    real, found = prune_budget._search, []
+
+    def same_again(*args, **kw):
+        found.append(real(*args, **kw) if not found else found[0])
+        return found[-1]
+    monkeypatch.setattr(prune_budget, "_search", same_again)
+    rep = prune_budget.prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)["report"]
+    assert len(found) == 2 and made == [0.70]          # two searches, one final check
+    assert rep["searches"] == 2 and len(rep["attempts"]) == 1 and rep["kept_attempt"] == 1
+    assert rep["budget_used"] == pytest.approx(0.70) and rep["reached"]
