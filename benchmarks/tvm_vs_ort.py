@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import onnx
 
+from provenance import code_commit, cpu_label
+
 from hwprune_fx.errors import BackendError
 from hwprune_fx.oracle import random_inputs
 from hwprune_fx.pipeline import load_onnx_model, prune_onnx
@@ -135,6 +137,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="resnet18")
     ap.add_argument("--trials", type=int, default=32, help="MetaSchedule trials per task (default 32)")
+    ap.add_argument("--tune-batch", type=int, default=None,
+                    help="trials measured per search iteration (default: tvm_tune.TRIALS_PER_BATCH)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ratio", type=float, default=0.25, help="prune_onnx ratio of the pruned variant")
     ap.add_argument("--cache-dir", default=None,
@@ -181,7 +185,7 @@ def main() -> None:
 
     ort = OrtCpuBackend(timing=timing, cache_dir=cache_dir, use_cache=False)
     tuned = TvmLlvmBackend(timing=timing, cache_dir=cache_dir, use_cache=False, tune_trials=args.trials,
-                           progress=log)
+                           tune_batch=args.tune_batch, progress=log)
     db_dir = tuned.database_dir()
     db_was_fresh = not (db_dir / "database_workload.json").exists()
     overlap = task_overlap(tuned, full, pruned, feeds_full, feeds_pruned)
@@ -193,7 +197,8 @@ def main() -> None:
         return
 
     result: dict[str, Any] = {
-        "benchmark": "tvm_vs_ort", "model": model_info, "trials_per_task": args.trials, "threads": args.threads,
+        "benchmark": "tvm_vs_ort", "model": model_info, "trials_per_task": args.trials,
+        "trials_per_batch": tuned.tune_batch, "cpu": cpu_label(), "commit": code_commit(), "threads": args.threads,
         "timing": timing.key(), "rounds": args.rounds, "cache_dir": str(cache_dir),
         "tvm_database_dir": str(db_dir), "database_fresh_at_start": db_was_fresh, "task_overlap": overlap,
         "estimated_tuning_seconds": est, "versions": versions(), "loadavg_start": load_start,
@@ -304,7 +309,8 @@ def render_md(res: dict[str, Any], args: argparse.Namespace) -> str:
         f"# Tuned TVM vs onnxruntime: {mi['name']} {'x'.join(map(str, mi['input_shape']))}, "
         f"{res['threads']} thread{'s' if res['threads'] > 1 else ''}",
         "",
-        f"{args.trials} MetaSchedule trials per task into a fresh database, one task after another (no "
+        f"{args.trials} MetaSchedule trials per task, measured {res.get('trials_per_batch', 64)} at a time, "
+        f"into a fresh database, one task after another (no "
         f"candidate timed while another compiles); timing warm-up {res['timing']['warmup']}, "
         f"repeat {res['timing']['repeat']}, {res['rounds']} alternating rounds (median of round medians). "
         f"Pruned variant: `prune_onnx(ratio={mi['prune_ratio']})`, MACs {mi['macs_full'] / 1e9:.3f} G -> "

@@ -6,6 +6,7 @@ other tests reuse that database, as a pruning run would.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -125,6 +126,18 @@ def test_missing_workloads_are_tuned_one_after_another_into_one_database(tuned: 
     assert all(f"1 of {report.workloads_total} workloads already in the database" in line for line in lines)
     np.testing.assert_allclose(backend.run(two_convs(), feeds())[0], run_onnx(two_convs(), feeds())[0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_trials_are_measured_in_batches_of_tune_batch(tmp_path: Path) -> None:
+    """``tune_batch`` is what MetaSchedule sends to be measured at a time: 4 trials in batches of
+    2 are two batches (the cost model refitted in between), as its own task log records."""
+    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=tmp_path, tune_trials=TRIALS, tune_batch=2)
+    measurement = backend.measure(conv_relu(0), feeds())
+    assert measurement.settings["tune_batch"] == 2 and backend.tuning_report().still_untuned == 0
+    logs = "".join(p.read_text() for p in (backend.database_dir() / "logs").glob("*.log"))
+    assert re.findall(r"Sending (\d+) candidates?\(s\) for measurement", logs) == ["2", "2"]
+    with pytest.raises(UserError, match="tune_batch"):
+        create_backend("tvm-llvm", cache_dir=tmp_path, tune_batch=0)
 
 
 def test_exported_library_runs_in_a_fresh_process(tuned: tuple, tmp_path: Path) -> None:

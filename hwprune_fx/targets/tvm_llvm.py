@@ -58,12 +58,15 @@ class TvmLlvmBackend(Backend):
     def __init__(self, timing: TimingConfig | None = None, cache_dir: str | os.PathLike | None = None,
                  use_cache: bool = True, *, tune_trials: int = 64, rpc_tracker: str | None = None,
                  rpc_key: str | None = None, allow_untuned: bool = False,
-                 progress: Callable[[str], None] | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, tune_batch: int | None = None) -> None:
         super().__init__(timing, cache_dir, use_cache)
+        from hwprune_fx.targets.tvm_tune import TRIALS_PER_BATCH
         from hwprune_fx.targets.tvm_rpc import parse_tracker
 
         if tune_trials < 0:
             raise UserError(f"tune_trials must be >= 0, got {tune_trials}")
+        if tune_batch is not None and tune_batch < 1:
+            raise UserError(f"tune_batch must be >= 1, got {tune_batch}")
         if rpc_tracker is not None:
             parse_tracker(rpc_tracker)
             if not rpc_key:
@@ -71,6 +74,7 @@ class TvmLlvmBackend(Backend):
         elif rpc_key is not None:
             raise UserError("rpc_key given without rpc_tracker")
         self.tune_trials = tune_trials
+        self.tune_batch = tune_batch or TRIALS_PER_BATCH   # trials measured before the cost model is refitted
         self.rpc_tracker = rpc_tracker
         self.rpc_key = rpc_key
         self.allow_untuned = allow_untuned
@@ -111,6 +115,7 @@ class TvmLlvmBackend(Backend):
         return {**super().settings(), "tvm": str(self._tvm.__version__), "llvm_target": self.target_dict(),
                 "tvm_num_threads": int(os.environ["TVM_NUM_THREADS"]),
                 "tvm_bind_threads": os.environ.get("TVM_BIND_THREADS", "1"), "tune_trials": self.tune_trials,
+                "tune_batch": self.tune_batch,
                 "allow_untuned": self.allow_untuned,
                 "rpc": f"{self.rpc_key}@{self.rpc_tracker}" if self.rpc_tracker else None}
 
@@ -137,7 +142,7 @@ class TvmLlvmBackend(Backend):
             tasks = tvm_tune.extract_tasks(tvm, modules.legalized, target)
             report = tvm_tune.tune_missing(tvm, tasks, database, target, self.tune_trials,
                                            db_dir, make_runner=self._rpc_runner if self.rpc_tracker else None,
-                                           progress=self.progress)
+                                           progress=self.progress, batch=self.tune_batch)
             self._last_report = report
             self._check_untuned(report)
             self._compiled[key] = _Compiled(tvm_relax.compile_tuned(tvm, modules, database, target), report)

@@ -27,6 +27,10 @@ MODULE_EQUALITY = "anchor-block"
 # A build imports TVM and the x86 intrinsics before compiling: 30 s is too tight here.
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 60.0
+#: trials measured per search iteration (MetaSchedule's ``num_trials_per_iter``); the XGBoost
+#: cost model is refitted on the measurements after each, so a task's first batch is chosen
+#: with an untrained model
+TRIALS_PER_BATCH = 64
 # MetaSchedule marks a failed measurement with this run time (seconds).
 _FAILED_RUN_S = 1e9
 
@@ -143,8 +147,9 @@ def _tune_contexts(tasks: list[Any], trials: int, loggers: list[logging.Logger])
 
 def tune_missing(tvm: types.ModuleType, tasks: list[Any], database: Any, target: Any, trials: int,
                  work_dir: Path, make_runner: Callable[[], Any] | None = None,
-                 progress: Callable[[str], None] | None = None) -> TuningReport:
-    """Tune the tasks ``database`` lacks with ``trials`` trials each; report what happened.
+                 progress: Callable[[str], None] | None = None, batch: int = TRIALS_PER_BATCH) -> TuningReport:
+    """Tune the tasks ``database`` lacks with ``trials`` trials each, measured ``batch`` at a
+    time; report what happened.
 
     The tasks are tuned one after another, sharing one cost model. Why not all in one
     ``tune_tasks`` call: its task scheduler sends a task's candidates to the runner and goes
@@ -180,7 +185,7 @@ def tune_missing(tvm: types.ModuleType, tasks: list[Any], database: Any, target:
                              f"{len(tasks) - len(missing)} of {len(tasks)} workloads already in the database)")
                 ms.tune_tasks(tasks=[context], task_weights=[1.0], work_dir=str(work_dir),
                               max_trials_global=trials, max_trials_per_task=trials,
-                              num_trials_per_iter=min(64, trials), builder=builder, runner=runner,
+                              num_trials_per_iter=min(batch, trials), builder=builder, runner=runner,
                               database=database, cost_model=cost_model, module_equality=MODULE_EQUALITY)
         seconds = time.perf_counter() - start
     still = sum(not is_tuned(database, task, target) for task in missing)
