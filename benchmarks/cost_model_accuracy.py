@@ -247,7 +247,18 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
     md += ["", "`re-measured`: the first held-out variants timed a second time the same way, scored against the "
            "first timing: the noise floor under every model's error."]
     md += _curve_table(rows)
-    (out / "cost_model_accuracy.md").write_text("\n".join(md) + "\n")
+    path = out / "cost_model_accuracy.md"
+    path.write_text("\n".join(md) + "\n" + kept_notes(path))
+
+
+def kept_notes(path: Path) -> str:
+    """The hand-written ``## Notes`` sections of an earlier ``path`` (from the first such heading
+    on), so that a run that re-writes the table does not drop what earlier runs found."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n## Notes")
+    return "" if at < 0 else text[at:]
 
 
 def _curve_table(rows: list[dict]) -> list[str]:
