@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from notes import kept_notes
 from provenance import code_commit
 
 from hwprune_fx.zoo import build_model, export_onnx, input_shape_for
@@ -235,7 +236,8 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
             md.append(f"| {r['model']} | {r['budget']} | {r['search']} | | | | NO | | | {r.get('error', '')} | "
                       f"| {commit} |")
     md += ["", *hardware_awareness(rows)]
-    (out_dir / f"{name}.md").write_text("\n".join(md) + "\n")
+    path = out_dir / f"{name}.md"
+    path.write_text("\n".join(md) + "\n" + kept_notes(path))
 
 
 def searches_cell(row: dict) -> str:

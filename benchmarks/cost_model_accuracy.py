@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
+from notes import kept_notes
 from provenance import code_commit, cpu_label
 from tqdm import tqdm
 
@@ -250,15 +251,6 @@ def write_results(out: Path, rows: list[dict], args: argparse.Namespace, backend
     path = out / "cost_model_accuracy.md"
     path.write_text("\n".join(md) + "\n" + kept_notes(path))
 
-
-def kept_notes(path: Path) -> str:
-    """The hand-written ``## Notes`` sections of an earlier ``path`` (from the first such heading
-    on), so that a run that re-writes the table does not drop what earlier runs found."""
-    if not path.exists():
-        return ""
-    text = path.read_text()
-    at = text.find("\n## Notes")
-    return "" if at < 0 else text[at:]
 
 
 def _curve_table(rows: list[dict]) -> list[str]:
