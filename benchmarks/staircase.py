@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from notes import kept_notes
 
 from hwprune_fx.emit.plots import plot_sweep
 from hwprune_fx.pipeline import load_onnx_model
@@ -61,7 +62,8 @@ def main() -> None:
         print(f"{query}: {len(counts)} counts, jumps at {steps}", flush=True)
     (out / "staircase.json").write_text(json.dumps({"target": args.target, "settings": backend.settings(),
                                                     "layers": results}, indent=2) + "\n")
-    (out / "staircase.md").write_text("\n".join(md) + "\n")
+    path = out / "staircase.md"
+    path.write_text("\n".join(md) + "\n" + kept_notes(path))
 
 
 if __name__ == "__main__":
