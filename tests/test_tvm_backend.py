@@ -28,6 +28,9 @@ from hwprune_fx.targets.tvm_env import cpu_flags, detect_mcpu, process_cpus
 TRIALS = 4
 TIMING = TimingConfig(warmup=2, repeat=10, threads=1)
 SHAPE = (1, 8, 16, 16)
+#: the conv of ``conv_relu``, and the transposes into and out of NHWC (``tvm_relax.CONV_LAYOUT``)
+#: at the network's ends: three workloads
+CONV_NET_WORKLOADS = 3
 
 
 def conv_relu(seed: int, shape: tuple[int, ...] = SHAPE) -> onnx.ModelProto:
@@ -63,7 +66,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, objec
 def test_tuned_conv_matches_onnxruntime_and_is_timed(tuned: tuple) -> None:
     backend, _, measurement = tuned
     report = backend.tuning_report()
-    assert (report.workloads_total, report.already_in_database, report.newly_tuned) == (1, 0, 1)
+    assert (report.workloads_total, report.already_in_database, report.newly_tuned) == (CONV_NET_WORKLOADS, 0,
+                                                                                         CONV_NET_WORKLOADS)
     assert report.still_untuned == 0 and report.tuning_seconds > 0
     out = backend.run(conv_relu(0), feeds())
     assert len(out) == 1
@@ -75,13 +79,15 @@ def test_tuned_conv_matches_onnxruntime_and_is_timed(tuned: tuple) -> None:
     assert settings["llvm_target"]["kind"] == "llvm" and settings["llvm_target"]["num-cores"] == 1
     assert settings["llvm_target"]["mcpu"] not in ("", "native", "generic")
     assert settings["tune_trials"] == TRIALS and settings["untuned_workloads"] == 0
-    assert settings["tvm"].startswith("0.27")
+    assert settings["tvm"].startswith("0.27") and settings["conv_layout"] == "NHWC/HWIO"
     assert list(backend.database_dir().glob("database_tuning_record.json"))
     # TVM's pool must not have pinned the host process (and so pytest) to one core
     assert frozenset(os.sched_getaffinity(0)) == process_cpus()
     # the tuning said what it was doing, one line per workload
-    assert len(backend.tuning_lines) == 1 and backend.tuning_lines[0].startswith("TVM tuning 1/1: ")
-    assert f"{TRIALS} trials" in backend.tuning_lines[0]
+    assert [line.split(":")[0] for line in backend.tuning_lines] == [f"TVM tuning {i}/{CONV_NET_WORKLOADS}"
+                                                                      for i in range(1, CONV_NET_WORKLOADS + 1)]
+    assert all(f"{TRIALS} trials" in line for line in backend.tuning_lines)
+    assert sum("conv2d" in line for line in backend.tuning_lines) == 1
 
 
 def test_same_shapes_other_weights_reuse_the_database(tuned: tuple) -> None:
@@ -91,7 +97,8 @@ def test_same_shapes_other_weights_reuse_the_database(tuned: tuple) -> None:
     pruned_like = conv_relu(7)
     measurement = backend.measure(pruned_like, feeds())
     report = backend.tuning_report()
-    assert (report.workloads_total, report.already_in_database, report.newly_tuned) == (1, 1, 0)
+    assert (report.workloads_total, report.already_in_database, report.newly_tuned) == (CONV_NET_WORKLOADS,
+                                                                                         CONV_NET_WORKLOADS, 0)
     assert lines == []   # nothing tuned, nothing announced
     assert report.tuning_seconds == 0.0 and measurement.median_ms > 0
     np.testing.assert_allclose(backend.run(pruned_like, feeds(3))[0], run_onnx(pruned_like, feeds(3))[0],
@@ -119,11 +126,12 @@ def test_missing_workloads_are_tuned_one_after_another_into_one_database(tuned: 
     backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=cache, tune_trials=TRIALS, progress=lines.append)
     backend.measure(two_convs(), feeds())
     report = backend.tuning_report()
-    assert report.already_in_database == 1 and report.still_untuned == 0
-    assert report.newly_tuned == report.workloads_total - 1 >= 1
+    # the first conv and the transpose of the input into NHWC are conv_relu's
+    assert report.already_in_database == 2 and report.still_untuned == 0
+    assert report.newly_tuned == report.workloads_total - 2 >= 1
     assert [line.split(":")[0] for line in lines] == [f"TVM tuning {i}/{report.newly_tuned}"
                                                       for i in range(1, report.newly_tuned + 1)]
-    assert all(f"1 of {report.workloads_total} workloads already in the database" in line for line in lines)
+    assert all(f"2 of {report.workloads_total} workloads already in the database" in line for line in lines)
     np.testing.assert_allclose(backend.run(two_convs(), feeds())[0], run_onnx(two_convs(), feeds())[0],
                                rtol=1e-4, atol=1e-4)
 
@@ -134,10 +142,18 @@ def test_trials_are_measured_in_batches_of_tune_batch(tmp_path: Path) -> None:
     backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=tmp_path, tune_trials=TRIALS, tune_batch=2)
     measurement = backend.measure(conv_relu(0), feeds())
     assert measurement.settings["tune_batch"] == 2 and backend.tuning_report().still_untuned == 0
-    logs = "".join(p.read_text() for p in (backend.database_dir() / "logs").glob("*.log"))
+    logs = "".join(p.read_text() for p in (backend.database_dir() / "logs").glob("*conv*.log"))
     assert re.findall(r"Sending (\d+) candidates?\(s\) for measurement", logs) == ["2", "2"]
     with pytest.raises(UserError, match="tune_batch"):
         create_backend("tvm-llvm", cache_dir=tmp_path, tune_batch=0)
+
+
+def test_convs_stay_nchw_when_asked_one_workload_and_exact(tmp_path: Path) -> None:
+    """``conv_layout=None`` compiles the convs as imported: no transposes, one workload."""
+    backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=tmp_path, tune_trials=TRIALS, conv_layout=None)
+    out = backend.run(conv_relu(0), feeds())
+    assert backend.tuning_report().workloads_total == 1 and backend.settings()["conv_layout"] == "NCHW/OIHW"
+    np.testing.assert_allclose(out[0], run_onnx(conv_relu(0), feeds())[0], rtol=1e-4, atol=1e-4)
 
 
 def test_exported_library_runs_in_a_fresh_process(tuned: tuple, tmp_path: Path) -> None:
@@ -254,7 +270,8 @@ def test_rpc_tunes_a_new_workload_on_the_remote_device(rpc_tracker: tuple[str, P
                              rpc_tracker=tracker, rpc_key="test")
     out = backend.run(conv_relu(0, shape), feeds(2, shape))
     report = backend.tuning_report()
-    assert (report.workloads_total, report.newly_tuned, report.still_untuned) == (1, 1, 0)
+    assert (report.workloads_total, report.newly_tuned, report.still_untuned) == (CONV_NET_WORKLOADS,
+                                                                                   CONV_NET_WORKLOADS, 0)
     np.testing.assert_allclose(out[0], run_onnx(conv_relu(0, shape), feeds(2, shape))[0], rtol=1e-4, atol=1e-4)
     new_log = server_log.read_text()[len(before):]
     assert "tvm_tmp_mod" in new_log  # MetaSchedule's candidates were loaded and timed remotely
@@ -290,17 +307,17 @@ def test_malformed_tracker_is_a_user_error() -> None:
 
 def test_untuned_workload_is_refused(tmp_path: Path) -> None:
     backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=tmp_path, tune_trials=0)
-    with pytest.raises(BackendError, match="1 of 1 TVM workloads"):
+    with pytest.raises(BackendError, match=f"{CONV_NET_WORKLOADS} of {CONV_NET_WORKLOADS} TVM workloads"):
         backend.measure(conv_relu(0), feeds())
-    assert backend.tuning_report().still_untuned == 1
+    assert backend.tuning_report().still_untuned == CONV_NET_WORKLOADS
     assert not list((tmp_path / "measurements").glob("*.json"))  # nothing was cached either
 
 
 def test_untuned_workload_allowed_is_flagged(tmp_path: Path) -> None:
     backend = create_backend("tvm-llvm", timing=TIMING, cache_dir=tmp_path, tune_trials=0, allow_untuned=True)
-    with pytest.warns(RuntimeWarning, match="1 of 1 TVM workloads"):
+    with pytest.warns(RuntimeWarning, match=f"{CONV_NET_WORKLOADS} of {CONV_NET_WORKLOADS} TVM workloads"):
         measurement = backend.measure(conv_relu(0), feeds())
-    assert measurement.settings["untuned_workloads"] == 1 and measurement.settings["allow_untuned"] is True
+    assert measurement.settings["untuned_workloads"] == CONV_NET_WORKLOADS and measurement.settings["allow_untuned"] is True
     np.testing.assert_allclose(backend.run(conv_relu(0), feeds())[0], run_onnx(conv_relu(0), feeds())[0],
                                rtol=1e-4, atol=1e-4)
 

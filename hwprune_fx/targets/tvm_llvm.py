@@ -30,6 +30,7 @@ import onnx
 from hwprune_fx.errors import BackendError, UserError
 from hwprune_fx.targets.base import Backend, TimingConfig, model_hash, register_backend
 from hwprune_fx.targets.measurement import Measurement, summarize
+from hwprune_fx.targets.tvm_relax import CONV_LAYOUT
 from hwprune_fx.targets.tvm_tune import TuningReport
 
 __all__ = ["TvmLlvmBackend"]
@@ -58,7 +59,8 @@ class TvmLlvmBackend(Backend):
     def __init__(self, timing: TimingConfig | None = None, cache_dir: str | os.PathLike | None = None,
                  use_cache: bool = True, *, tune_trials: int = 64, rpc_tracker: str | None = None,
                  rpc_key: str | None = None, allow_untuned: bool = False,
-                 progress: Callable[[str], None] | None = None, tune_batch: int | None = None) -> None:
+                 progress: Callable[[str], None] | None = None, tune_batch: int | None = None,
+                 conv_layout: tuple[str, str] | None = CONV_LAYOUT) -> None:
         super().__init__(timing, cache_dir, use_cache)
         from hwprune_fx.targets.tvm_tune import TRIALS_PER_BATCH
         from hwprune_fx.targets.tvm_rpc import parse_tracker
@@ -75,6 +77,7 @@ class TvmLlvmBackend(Backend):
             raise UserError("rpc_key given without rpc_tracker")
         self.tune_trials = tune_trials
         self.tune_batch = tune_batch or TRIALS_PER_BATCH   # trials measured before the cost model is refitted
+        self.conv_layout = tuple(conv_layout) if conv_layout else None   # None: NCHW, as imported
         self.rpc_tracker = rpc_tracker
         self.rpc_key = rpc_key
         self.allow_untuned = allow_untuned
@@ -115,7 +118,7 @@ class TvmLlvmBackend(Backend):
         return {**super().settings(), "tvm": str(self._tvm.__version__), "llvm_target": self.target_dict(),
                 "tvm_num_threads": int(os.environ["TVM_NUM_THREADS"]),
                 "tvm_bind_threads": os.environ.get("TVM_BIND_THREADS", "1"), "tune_trials": self.tune_trials,
-                "tune_batch": self.tune_batch,
+                "tune_batch": self.tune_batch, "conv_layout": "/".join(self.conv_layout) if self.conv_layout else "NCHW/OIHW",
                 "allow_untuned": self.allow_untuned,
                 "rpc": f"{self.rpc_key}@{self.rpc_tracker}" if self.rpc_tracker else None}
 
@@ -136,7 +139,7 @@ class TvmLlvmBackend(Backend):
         if key not in self._compiled:
             tvm = self._tvm
             target = tvm.target.Target(self.target_dict())
-            modules = tvm_relax.import_onnx(tvm, model, feeds, target)
+            modules = tvm_relax.import_onnx(tvm, model, feeds, target, self.conv_layout)
             db_dir = self.database_dir()
             database = tvm_tune.open_database(tvm, db_dir, self.target_dict())
             tasks = tvm_tune.extract_tasks(tvm, modules.legalized, target)
