@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from notes import kept_notes
 from provenance import code_commit, cpu_label
 
 from hwprune_fx.errors import BackendError
@@ -283,7 +284,7 @@ def main() -> None:
                    + ("." if r_full <= 1.0 else "; at this trial budget onnxruntime stays the faster target."))
     result["conclusion"] = verdict
     (out / "tvm_vs_ort.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "tvm_vs_ort.md").write_text(render_md(result, args) + "\n")
+    (out / "tvm_vs_ort.md").write_text(render_md(result, args) + "\n" + kept_notes(out / "tvm_vs_ort.md"))
     log(verdict)
 
 
