@@ -22,25 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
+from one_conv import WORKLOAD, conv_bench
 from provenance import code_commit, cpu_label
 
-from hwprune_fx.oracle import random_inputs
-from hwprune_fx.pipeline import load_onnx_model
-from hwprune_fx.targets import TimingConfig
-from hwprune_fx.targets.ort_cpu import OrtCpuBackend
 from hwprune_fx.targets.tvm_llvm import TvmLlvmBackend
-from hwprune_fx.zoo import export_onnx
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def conv_block() -> torch.nn.Module:
-    """ResNet-18 layer1's 3x3 conv with its BatchNorm and ReLU (random weights, seed 0)."""
-    torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False), torch.nn.BatchNorm2d(64),
-                                torch.nn.ReLU())
-    return block.eval()
 
 
 def main() -> None:
@@ -53,12 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tvm_batch_"))
-    path = work / "conv.onnx"
-    export_onnx(conv_block(), (1, 64, 56, 56), path)
-    model = load_onnx_model(path).original
-    feeds = random_inputs(model, batch=1)
-    timing = TimingConfig(warmup=10, repeat=args.repeat, threads=1)
-    ort = OrtCpuBackend(timing=timing, cache_dir=work / "ort", use_cache=False)
+    bench = conv_bench(work, args.repeat)
+    model, feeds, timing = bench.model, bench.feeds, bench.timing
     runs: dict[str, dict] = {}
     for batch in [int(b) for b in args.batches.split(",")]:
         tvm = TvmLlvmBackend(timing=timing, cache_dir=work / f"tvm_batch{batch}", use_cache=False,
@@ -69,12 +52,7 @@ def main() -> None:
         runs[f"batch {batch}"] = {"backend": tvm, "batch": batch, "tuning_seconds": round(report.tuning_seconds, 1),
                                   "wall_seconds": round(time.perf_counter() - t0, 1), "ms": []}
         print(f"batch {batch}: tuned in {report.tuning_seconds:.0f} s", flush=True)
-    ort_ms: list[float] = []
-    order = list(runs)
-    for r in range(args.rounds):
-        ort_ms.append(ort.measure(model, feeds).median_ms)
-        for key in (order if r % 2 == 0 else order[::-1]):
-            runs[key]["ms"].append(runs[key]["backend"].measure(model, feeds).median_ms)
+    ort_ms = bench.time_beside_onnxruntime(runs, args.rounds)
     ort_median = statistics.median(ort_ms)
     rows = []
     for key, run in runs.items():
@@ -83,7 +61,7 @@ def main() -> None:
                      "tuning_seconds": run["tuning_seconds"], "tvm_ms": round(ms, 4),
                      "tvm_round_ms": [round(x, 4) for x in run["ms"]], "ort_ms": round(ort_median, 4),
                      "tvm_over_ort": round(ms / ort_median, 3)})
-    result = {"benchmark": "tvm_batch", "workload": "Conv 64->64 3x3 + BN + ReLU, 1x64x56x56",
+    result = {"benchmark": "tvm_batch", "workload": WORKLOAD,
               "commit": code_commit(), "cpu": cpu_label(), "timing": timing.key(), "rounds": args.rounds,
               "ort_round_ms": [round(x, 4) for x in ort_ms], "rows": rows,
               "llvm_target": next(iter(runs.values()))["backend"].target_dict(),

@@ -2,7 +2,7 @@
 
 The ``tvm-llvm`` target converts every conv to ``tvm_relax.CONV_LAYOUT`` (NHWC data, HWIO
 weights) before tuning. This measures why, on one workload: ResNet-18's first 3x3 conv (64 ->
-64 channels at 56x56, BatchNorm and ReLU fused; ``tvm_batch.conv_block``), tuned with
+64 channels at 56x56, BatchNorm and ReLU fused; ``one_conv.conv_block``), tuned with
 ``--trials`` trials into a fresh database per layout, ``--tunings`` times each (MetaSchedule's
 search is random: one tuning run of a layout can find a schedule 40% slower than the next). NHWC adds a transpose at each end of the
 network; they are tuned and timed too, as in a whole network (where only its two ends pay).
@@ -20,16 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from one_conv import WORKLOAD, conv_bench
 from provenance import code_commit, cpu_label
-from tvm_batch import conv_block
 
-from hwprune_fx.oracle import random_inputs, run_onnx
-from hwprune_fx.pipeline import load_onnx_model
-from hwprune_fx.targets import TimingConfig
-from hwprune_fx.targets.ort_cpu import OrtCpuBackend
+from hwprune_fx.oracle import run_onnx
 from hwprune_fx.targets.tvm_llvm import TvmLlvmBackend
 from hwprune_fx.targets.tvm_relax import CONV_LAYOUT
-from hwprune_fx.zoo import export_onnx
 
 RESULTS = Path(__file__).parent / "results"
 LAYOUTS = {"NCHW/OIHW (as imported)": None, "/".join(CONV_LAYOUT): CONV_LAYOUT}
@@ -50,13 +46,9 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tvm_layout_"))
-    path = work / "conv.onnx"
-    export_onnx(conv_block(), (1, 64, 56, 56), path)
-    model = load_onnx_model(path).original
-    feeds = random_inputs(model, batch=1)
+    bench = conv_bench(work, args.repeat)
+    model, feeds, timing = bench.model, bench.feeds, bench.timing
     reference = run_onnx(model, feeds)[0]
-    timing = TimingConfig(warmup=10, repeat=args.repeat, threads=1)
-    ort = OrtCpuBackend(timing=timing, cache_dir=work / "ort", use_cache=False)
     runs: dict[str, dict] = {}
     for t in range(1, args.tunings + 1):
         for i, (name, layout) in enumerate(LAYOUTS.items()):
@@ -69,19 +61,14 @@ def main() -> None:
                                     "max_abs_error_vs_onnxruntime": float(abs(out - reference).max()), "ms": []}
             print(f"{name} #{t}: {report.workloads_total} workloads tuned in {report.tuning_seconds:.0f} s",
                   flush=True)
-    ort_ms: list[float] = []
-    order = list(runs)
-    for r in range(args.rounds):
-        ort_ms.append(ort.measure(model, feeds).median_ms)
-        for key in (order if r % 2 == 0 else order[::-1]):
-            runs[key]["ms"].append(runs[key]["backend"].measure(model, feeds).median_ms)
+    ort_ms = bench.time_beside_onnxruntime(runs, args.rounds)
     ort_median = statistics.median(ort_ms)
     rows = [{"layout": layout_of(key), "tuning": key, "workloads": run["workloads"],
              "tuning_seconds": run["tuning_seconds"],
              "tvm_ms": round(statistics.median(run["ms"]), 4), "tvm_round_ms": [round(x, 4) for x in run["ms"]],
              "ort_ms": round(ort_median, 4), "tvm_over_ort": round(statistics.median(run["ms"]) / ort_median, 3),
              "max_abs_error_vs_onnxruntime": run["max_abs_error_vs_onnxruntime"]} for key, run in runs.items()]
-    result = {"benchmark": "tvm_layout", "workload": "Conv 64->64 3x3 + BN + ReLU, 1x64x56x56",
+    result = {"benchmark": "tvm_layout", "workload": WORKLOAD,
               "trials_per_task": args.trials, "commit": code_commit(), "cpu": cpu_label(), "timing": timing.key(),
               "rounds": args.rounds, "ort_round_ms": [round(x, 4) for x in ort_ms], "rows": rows,
               "llvm_target": next(iter(runs.values()))["backend"].target_dict(),
