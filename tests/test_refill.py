@@ -54,6 +54,33 @@ def _scripted_final_checks(monkeypatch, ratios_of_budget: list[float]) -> list[f
     return made
 
 
+def _scripted_searches(monkeypatch, second: str) -> list:
+    """The first search runs for real, and is taken to have read its network at its aim (so
+    the final check's 0.70 is far under what the search saw, whatever this machine's
+    timings). The search aiming higher returns, for ``second`` = "fuller", the first network
+    with one of its cut groups kept whole: a different, fuller network; for "same", the first
+    network again. Left alone, a search on this small network may or may not find another."""
+    from hwprune_fx import prune_budget
+
+    real, found = prune_budget._search, []
+
+    def search(*args, **kw):
+        if not found:
+            first = real(*args, **kw)
+            found.append(dataclasses.replace(first, measured_ms=args[6]))   # args[6]: the aim (ms)
+        elif second == "same":
+            found.append(found[0])
+        else:
+            first, analysis = found[0], args[1]
+            keep = first.keep.copy()
+            cut = next(g for g in analysis.prunable_groups() if not keep[g.units].all())
+            keep[cut.units] = True
+            found.append(dataclasses.replace(first, keep=keep))
+        return found[-1]
+    monkeypatch.setattr(prune_budget, "_search", search)
+    return found
+
+
 @pytest.fixture(scope="module")
 def r18(torchvision_onnx) -> Path:
     return torchvision_onnx("resnet18", 64)
@@ -64,9 +91,10 @@ def test_an_underfilled_network_is_replaced_by_the_fuller_one_aimed_higher(r18: 
     from hwprune_fx.prune_budget import prune_to_budget
 
     made = _scripted_final_checks(monkeypatch, [0.70, 0.96])
+    found = _scripted_searches(monkeypatch, "fuller")
     out = prune_to_budget(r18, "70%", search="opti-cut", repeat=6, cache_dir=tmp_path)
     rep = out["report"]
-    assert made == [0.70, 0.96]
+    assert made == [0.70, 0.96] and len(found) == 2
     first, second = rep["attempts"]
     assert (first["why"], second["why"]) == ("first", "aim higher")
     assert first["aim_ms"] < second["aim_ms"] <= rep["budget_ms"]
@@ -82,8 +110,9 @@ def test_the_first_network_stays_when_the_one_aimed_higher_fails_its_check(r18: 
     from hwprune_fx.prune_budget import prune_to_budget
 
     made = _scripted_final_checks(monkeypatch, [0.70, 1.02])
+    found = _scripted_searches(monkeypatch, "fuller")
     rep = prune_to_budget(r18, "70%", search="opti-cut", repeat=6, cache_dir=tmp_path)["report"]
-    assert made == [0.70, 1.02] and len(rep["attempts"]) == 2
+    assert made == [0.70, 1.02] and len(found) == 2 and len(rep["attempts"]) == 2
     assert rep["kept_attempt"] == 1 and rep["aim_ms"] == rep["attempts"][0]["aim_ms"] and rep["searches"] == 2
     assert rep["budget_used"] == pytest.approx(0.70) and rep["reached"]
     assert rep["search_measured_ms"] <= rep["attempts"][0]["aim_ms"]
@@ -95,12 +124,7 @@ def test_a_search_aiming_higher_that_finds_the_same_network_is_not_checked_again
     from hwprune_fx import prune_budget
 
     made = _scripted_final_checks(monkeypatch, [0.70, 0.96])
-    real, found = prune_budget._search, []
-
-    def same_again(*args, **kw):
-        found.append(real(*args, **kw) if not found else found[0])
-        return found[-1]
-    monkeypatch.setattr(prune_budget, "_search", same_again)
+    found = _scripted_searches(monkeypatch, "same")
     rep = prune_budget.prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)["report"]
     assert len(found) == 2 and made == [0.70]          # two searches, one final check
     assert rep["searches"] == 2 and len(rep["attempts"]) == 1 and rep["kept_attempt"] == 1
