@@ -118,7 +118,8 @@ class TvmLlvmBackend(Backend):
         return {**super().settings(), "tvm": str(self._tvm.__version__), "llvm_target": self.target_dict(),
                 "tvm_num_threads": int(os.environ["TVM_NUM_THREADS"]),
                 "tvm_bind_threads": os.environ.get("TVM_BIND_THREADS", "1"), "tune_trials": self.tune_trials,
-                "tune_batch": self.tune_batch, "conv_layout": "/".join(self.conv_layout) if self.conv_layout else "NCHW/OIHW",
+                "tune_batch": self.tune_batch,
+                "conv_layout": "/".join(self.conv_layout) if self.conv_layout else "NCHW/OIHW",
                 "allow_untuned": self.allow_untuned,
                 "rpc": f"{self.rpc_key}@{self.rpc_tracker}" if self.rpc_tracker else None}
 

@@ -1,9 +1,9 @@
 """ONNX -> Relax for the ``tvm-llvm`` target: the two modules tuning and compiling need.
 
 ``ONNX -> Relax (static shapes) -> Decompose -> convs to NHWC -> fold constants ->
-Canonicalize -> base``, and ``base -> zero_pipeline -> legalized``. Tasks are extracted from the legalized module, but
-``compile_relax`` must get ``base``: given the legalized one it silently ignores the
-tuning database and emits naive loops (30-80x slower).
+Canonicalize -> base``, and ``base -> zero_pipeline -> legalized``. Tasks are extracted from
+the legalized module, but ``compile_relax`` must get ``base``: given the legalized one it
+silently ignores the tuning database and emits naive loops (30-80x slower).
 """
 from __future__ import annotations
 
@@ -17,11 +17,12 @@ import onnx
 __all__ = ["RelaxModules", "CONV_LAYOUT", "graph_inputs", "import_onnx", "compile_tuned"]
 
 #: data and kernel layout every conv is compiled in. ONNX's NCHW puts the channels, which a
-#: conv's inner loop should vectorise over, outermost; MetaSchedule's 64 trials found a schedule
-#: for ResNet-18's 64->64 3x3 conv 2.2x slower than onnxruntime in NCHW and 1.2x in NHWC,
-#: the two transposes at the ends included (benchmarks/results/tvm_layout.md). The weights are
-#: transposed once, at compile time (FoldConstant); ConvertLayout carries the layout through
-#: the element-wise ops and pools between convs, so a network transposes only at its ends.
+#: conv's inner loop should vectorise over, outermost. Over 3 tuning runs each at 64 trials,
+#: ResNet-18's 64->64 3x3 conv ran at a median 1.38x onnxruntime's time in NHWC (the two
+#: transposes at the ends included) and 1.47x in NCHW; the runs' ranges overlap
+#: (benchmarks/results/tvm_layout.md). The weights are transposed once, at compile time
+#: (FoldConstant); ConvertLayout carries the layout through the element-wise ops and pools
+#: between convs, so a network transposes only at its ends.
 CONV_LAYOUT = ("NHWC", "HWIO")
 
 
