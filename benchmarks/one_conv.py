@@ -1,6 +1,7 @@
 """One conv workload tuned on ``tvm-llvm`` and timed beside onnxruntime: the TVM tuning experiments' bench."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hwprune_fx.targets import TimingConfig
 from hwprune_fx.targets.ort_cpu import OrtCpuBackend
 from hwprune_fx.zoo import export_onnx
 
-__all__ = ["WORKLOAD", "ConvBench", "conv_block", "conv_bench"]
+__all__ = ["WORKLOAD", "ConvBench", "conv_block", "conv_bench", "timing_cells"]
 
 WORKLOAD = "Conv 64->64 3x3 + BN + ReLU, 1x64x56x56"
 
@@ -55,3 +56,10 @@ def conv_bench(work: Path, repeat: int) -> ConvBench:
     timing = TimingConfig(warmup=10, repeat=repeat, threads=1)
     return ConvBench(model, random_inputs(model, batch=1), timing,
                      OrtCpuBackend(timing=timing, cache_dir=work / "ort", use_cache=False))
+
+
+def timing_cells(run_ms: list[float], ort_median: float) -> dict[str, Any]:
+    """A tuned module's round medians against onnxruntime's median, as every row records them."""
+    ms = statistics.median(run_ms)
+    return {"tvm_ms": round(ms, 4), "tvm_round_ms": [round(x, 4) for x in run_ms], "ort_ms": round(ort_median, 4),
+            "tvm_over_ort": round(ms / ort_median, 3)}

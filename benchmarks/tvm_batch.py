@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from one_conv import WORKLOAD, conv_bench
+from one_conv import WORKLOAD, conv_bench, timing_cells
 from provenance import code_commit, cpu_label
 
 from hwprune_fx.targets.tvm_llvm import TvmLlvmBackend
@@ -54,13 +54,8 @@ def main() -> None:
         print(f"batch {batch}: tuned in {report.tuning_seconds:.0f} s", flush=True)
     ort_ms = bench.time_beside_onnxruntime(runs, args.rounds)
     ort_median = statistics.median(ort_ms)
-    rows = []
-    for key, run in runs.items():
-        ms = statistics.median(run["ms"])
-        rows.append({"setting": key, "trials": args.trials, "batch": run["batch"],
-                     "tuning_seconds": run["tuning_seconds"], "tvm_ms": round(ms, 4),
-                     "tvm_round_ms": [round(x, 4) for x in run["ms"]], "ort_ms": round(ort_median, 4),
-                     "tvm_over_ort": round(ms / ort_median, 3)})
+    rows = [{"setting": key, "trials": args.trials, "batch": run["batch"], "tuning_seconds": run["tuning_seconds"],
+             **timing_cells(run["ms"], ort_median)} for key, run in runs.items()]
     result = {"benchmark": "tvm_batch", "workload": WORKLOAD,
               "commit": code_commit(), "cpu": cpu_label(), "timing": timing.key(), "rounds": args.rounds,
               "ort_round_ms": [round(x, 4) for x in ort_ms], "rows": rows,

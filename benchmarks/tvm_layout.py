@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from one_conv import WORKLOAD, conv_bench
+from one_conv import WORKLOAD, conv_bench, timing_cells
 from provenance import code_commit, cpu_label
 
 from hwprune_fx.oracle import run_onnx
@@ -64,20 +64,17 @@ def main() -> None:
     ort_ms = bench.time_beside_onnxruntime(runs, args.rounds)
     ort_median = statistics.median(ort_ms)
     rows = [{"layout": layout_of(key), "tuning": key, "workloads": run["workloads"],
-             "tuning_seconds": run["tuning_seconds"],
-             "tvm_ms": round(statistics.median(run["ms"]), 4), "tvm_round_ms": [round(x, 4) for x in run["ms"]],
-             "ort_ms": round(ort_median, 4), "tvm_over_ort": round(statistics.median(run["ms"]) / ort_median, 3),
+             "tuning_seconds": run["tuning_seconds"], **timing_cells(run["ms"], ort_median),
              "max_abs_error_vs_onnxruntime": run["max_abs_error_vs_onnxruntime"]} for key, run in runs.items()]
     result = {"benchmark": "tvm_layout", "workload": WORKLOAD,
               "trials_per_task": args.trials, "commit": code_commit(), "cpu": cpu_label(), "timing": timing.key(),
               "rounds": args.rounds, "ort_round_ms": [round(x, 4) for x in ort_ms], "rows": rows,
               "llvm_target": next(iter(runs.values()))["backend"].target_dict(),
               "wall_seconds": round(time.perf_counter() - t_start, 1)}
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "tvm_layout.json").write_text(json.dumps(result, indent=2) + "\n")
     summary = {name: sorted(r["tvm_over_ort"] for r in rows if r["layout"] == name) for name in LAYOUTS}
     result["tvm_over_ort_by_layout"] = summary
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tvm_layout.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [f"# Conv layout for MetaSchedule: one workload, {args.trials} trials per task, fresh database each", "",
           f"{result['workload']}; {result['cpu']}; LLVM target `{json.dumps(result['llvm_target'])}`; 1 thread; "

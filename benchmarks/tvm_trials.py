@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from one_conv import WORKLOAD, conv_bench
+from one_conv import WORKLOAD, conv_bench, timing_cells
 from provenance import code_commit, cpu_label
 
 from hwprune_fx.targets.tvm_llvm import TvmLlvmBackend
@@ -50,9 +50,7 @@ def main() -> None:
     ort_ms = bench.time_beside_onnxruntime(runs, args.rounds)
     ort_median = statistics.median(ort_ms)
     rows = [{"trials": run["trials"], "workloads": run["workloads"], "tuning_seconds": run["tuning_seconds"],
-             "tvm_ms": round(statistics.median(run["ms"]), 4), "tvm_round_ms": [round(x, 4) for x in run["ms"]],
-             "ort_ms": round(ort_median, 4), "tvm_over_ort": round(statistics.median(run["ms"]) / ort_median, 3)}
-            for run in runs.values()]
+             **timing_cells(run["ms"], ort_median)} for run in runs.values()]
     result = {"benchmark": "tvm_trials", "workload": WORKLOAD, "commit": code_commit(), "cpu": cpu_label(),
               "timing": bench.timing.key(), "rounds": args.rounds, "ort_round_ms": [round(x, 4) for x in ort_ms],
               "rows": rows, "llvm_target": next(iter(runs.values()))["backend"].target_dict(),

@@ -207,9 +207,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     confirmations: list[dict[str, float]] = []
     kept: _Outcome | None = None   # an under-filled first network, the answer unless a fuller one passes
     why = "first"
-    searches_run = 0
-    for attempt in range(1, FINAL_ATTEMPTS + 1):
-        searches_run = attempt
+    for attempt in range(1, FINAL_ATTEMPTS + 1):   # after the loop, ``attempt`` counts the searches run
         rescores.clear()   # the report's steps and re-scores are the last search's
         meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
         t0 = time.perf_counter()
@@ -293,7 +291,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
         "margin": margin, "aim_ms": aim_ms, "attempts": attempts, "kept_attempt": kept_attempt,
-        "searches": searches_run,
+        "searches": attempt,
         "rescore": bool(rescore), "rescored_at_units_left": rescores,
         "scores_normalized_per_group": not global_scale(crit),
         "confirmations": confirmations, "merged_channels": len(merges),
