@@ -208,7 +208,7 @@ def write_results(out_dir: Path, rows: list[dict], e2e: dict | None, threads: in
           "pairs on top, and it searched again aiming lower; from a6c65af on, that check runs in a process "
           "of its own, before in the searching process, and from e8700ba on the search's confirmations "
           "do too; from 06a3bb0 on, `2, higher` means the first network's final check passed under 90% of "
-          "the budget (92% from this session's UNDERFILL change on) and the search ran again aiming higher, `kept 1` that the first network was kept). Of the "
+          "the budget (92% from ecaaeec on) and the search ran again aiming higher, `kept 1` that the first network was kept). Of the "
           f"{summary['rows_re_measured_in_processes']} rows re-measured in several processes, "
           f"{summary['rows_with_a_process_over_budget']} had one process whose own ratio was over the budget "
           "(`fresh_processes` in the JSON). Each process times 5 rounds; "
