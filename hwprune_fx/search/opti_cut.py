@@ -10,7 +10,6 @@ the search stops as soon as the *measured* latency meets the budget.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from hwprune_fx.analysis import DependencyAnalysis
 from hwprune_fx.cost_models.base import CostModel, LayerChannels
+from hwprune_fx.search.give_back import give_back, give_back_around
 from hwprune_fx.search.staircase import align_of
 
 __all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms", "reorder_remaining", "FILL"]
@@ -74,7 +74,9 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     Whole-network checks use ``probe`` (a cheaper measurement, e.g. one that may come from a
     cache; default ``measure``). A first check under ``fill * budget_ms`` means the cheap model
     overshot: the last chunks are given back (bisected with probes) while the budget still
-    holds. Nothing is accepted before ``measure`` confirms it: the give-back's probes that met
+    holds, and if the network is still under ``fill`` (a chunk that fell off a latency cliff must
+    stay out), chunks of the other groups are given back instead
+    (:mod:`hwprune_fx.search.give_back`). Nothing is accepted before ``measure`` confirms it: the give-back's probes that met
     the budget, least pruned first; if none holds, the network first found within the budget;
     if that fails too, the search goes on cutting. (One confirmation per stop, not one for the
     first network and more for the give-back: each is seconds of uncached timing.)
@@ -132,6 +134,10 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     last_measured = baseline_ms
     stalled = False
     taken: list[np.ndarray] = []   # chunks in the order they went
+    taken_from: list[int] = []     # the group of each
+
+    def record(trial: np.ndarray, ms: float) -> None:
+        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
     above = 0                      # chunks taken when the hardware last said "over budget"
     scored_at = baseline_ms        # the latency when the scores were last taken
     measured_at = 0                # the step of the last measurement
@@ -148,18 +154,22 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
                 progress(f"step {step}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "
                          f"(budget {budget_ms:.3f} ms)")
             if measured <= budget_ms:
+                settled = None
                 if measured < fill * budget_ms and len(taken) - above > 1:
-                    settled = _give_back(keep, taken, above, probe or measure, measure, budget_ms, fill, history,
-                                         progress)
-                    if settled is not None:
-                        return SearchResult(settled[0], True, settled[1], history)
-                if probe is not None and probe is not measure:
+                    settled = give_back(keep, taken[above:], probe or measure, measure, budget_ms, fill, record,
+                                        progress)
+                if settled is None and probe is not None and probe is not measure:
                     measured = measure(keep)
                     history.append(SearchStep(step, int((~keep).sum()), predicted, measured))
                     if progress:
                         progress(f"step {step}: confirmed at {measured:.3f} ms (budget {budget_ms:.3f} ms)")
-                if measured <= budget_ms:
-                    return SearchResult(keep, True, measured, history)
+                if settled is None and measured <= budget_ms:
+                    settled = (keep, measured)
+                if settled is not None:
+                    if settled[1] < fill * budget_ms:
+                        settled = give_back_around(settled[0], taken, taken_from, probe or measure, measure, budget_ms,
+                                                   fill, record, progress) or settled
+                    return SearchResult(settled[0], True, settled[1], history)
             last_measured = measured
             above = len(taken)
             if recalibrate_every > 0 and estimated_saving > 0 and measured < baseline_ms:
@@ -194,6 +204,7 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
         estimated_saving += max(values[best][1], 0.0)
         keep[c] = False
         taken.append(c)
+        taken_from.append(best)
         removed[best] += c.size
         step += 1
         for h in neighbours[best]:
@@ -209,55 +220,3 @@ def reorder_remaining(order: Mapping[int, np.ndarray], removed: Mapping[int, int
         rest = units[removed[g]:]
         out[g] = np.concatenate([units[:removed[g]], rest[np.argsort(scores[rest], kind="stable")]])
     return out, group_norms({g: u[removed[g]:] for g, u in out.items()}, scores, normalize)
-
-
-def _give_back(keep: np.ndarray, taken: list[np.ndarray], above: int,
-               probe: Callable[[np.ndarray], float], measure: Callable[[np.ndarray], float], budget_ms: float,
-               fill: float, history: list[SearchStep], progress: Callable[[str], None] | None,
-               max_probes: int | None = None, max_confirms: int = 3) -> tuple[np.ndarray, float] | None:
-    """Bisect over the chunks taken since the hardware last said "over budget" for the fewest
-    that still meet it, so the network is not pruned further than the budget asks.
-
-    ``max_probes`` (default: enough to bisect the range down to one chunk, at least 6): the
-    bisection stops earlier once a probe reaches ``fill`` of the budget. With a fixed 6,
-    EfficientNet-B0's flops search to 40% ended at 85% of its budget: its cost model saw
-    nothing to gain and cut 1345 chunks unmeasured, and 6 halvings of those still left 21
-    chunks, 5.4 ms to 7.2 ms, between the last two probes (aim 6.7 ms).
-
-    With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
-    from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,
-    else None (the caller confirms the network it first measured within the budget). Bisecting
-    on after a failed confirmation was tried: it filled budgets no better and every new probe
-    is an uncached measurement, which doubled a warm ResNet-50 run.
-    """
-    def timed(how: Callable[[np.ndarray], float], trial: np.ndarray, what: str) -> float:
-        ms = how(trial)
-        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
-        if progress:
-            progress(f"give back: {what} {ms:.3f} ms (budget {budget_ms:.3f} ms)")
-        return ms
-
-    lo, hi = above, len(taken)
-    if max_probes is None:
-        max_probes = max(6, math.ceil(math.log2(max(hi - lo, 1))))
-    passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
-    for _ in range(max_probes):
-        if hi - lo <= 1 or (passed and passed[-1][1] >= fill * budget_ms):
-            break
-        mid = (lo + hi) // 2
-        trial = keep.copy()
-        for c in taken[mid:]:
-            trial[c] = True
-        ms = timed(probe, trial, f"the last {len(taken) - mid} chunks kept, measured")
-        if ms <= budget_ms:
-            hi = mid
-            passed.append((trial, ms))
-        else:
-            lo = mid
-    if probe is measure:
-        return passed[-1] if passed else None
-    for trial, _ in reversed(passed[-max_confirms:]):
-        ms = timed(measure, trial, f"{int((~trial).sum())} channels removed, confirmed at")
-        if ms <= budget_ms:
-            return trial, ms
-    return None
