@@ -28,13 +28,13 @@ Progress = Callable[[str], None] | None
 
 def give_back(keep: np.ndarray, chunks: Sequence[np.ndarray], probe: Timing, measure: Timing, budget_ms: float,
               fill: float, record: Callable[[np.ndarray, float], None], progress: Progress = None,
-              max_probes: int | None = None, max_confirms: int = 3,
+              max_probes: int | None = None, max_confirms: int = 3, all_over: bool = True,
               label: str = "give back") -> tuple[np.ndarray, float] | None:
     """Bisect for the longest tail of ``chunks`` that can be returned to ``keep`` (all of
     ``chunks`` removed there) with the network still within ``budget_ms``.
 
-    Returning every chunk is taken to fail (the caller knows it, or it would not be cutting);
-    returning none is ``keep`` itself. ``max_probes`` (default: enough to bisect the range down to
+    Returning none is ``keep`` itself; returning every chunk is taken to fail where ``all_over``
+    (the caller timed that network over the budget), else it is tried too. ``max_probes`` (default: enough to bisect the range down to
     one chunk, at least 6): the bisection stops earlier once a probe reaches ``fill`` of the
     budget. With a fixed 6, EfficientNet-B0's flops search to 40% ended at 85% of its budget: its
     cost model saw nothing to gain and cut 1345 chunks unmeasured, and 6 halvings of those still
@@ -53,7 +53,7 @@ def give_back(keep: np.ndarray, chunks: Sequence[np.ndarray], probe: Timing, mea
             progress(f"{label}: {what} {ms:.3f} ms (budget {budget_ms:.3f} ms)")
         return ms
 
-    lo, hi = 0, len(chunks)
+    lo, hi = (0 if all_over else -1), len(chunks)
     if max_probes is None:
         max_probes = max(6, math.ceil(math.log2(max(hi - lo, 1))))
     passed: list[tuple[np.ndarray, float]] = []   # probes within the budget, least pruned last
@@ -98,5 +98,5 @@ def give_back_around(keep: np.ndarray, taken: Sequence[np.ndarray], groups: Sequ
     others = [taken[i] for i in removed if groups[i] != crossing]
     if not others:
         return None
-    return give_back(keep, others, probe, measure, budget_ms, fill, record, progress,
+    return give_back(keep, others, probe, measure, budget_ms, fill, record, progress, all_over=False,
                      label="give back around the last cut")
