@@ -1,8 +1,8 @@
 """Opti-Cut's give-back, and its give-back around a chunk that fell off a latency cliff.
 
 The latency here is synthetic and exact: the kept channels, plus a penalty while the first
-group's width is off a multiple of 16 (onnxruntime's NCHWc kernels on an AVX-512 CPU leave such
-widths to a slower path). The cost model counts channels and knows nothing of the cliff.
+group's width is off a multiple of 16 (onnxruntime's NCHWc kernels on an AVX-512 CPU pad such
+widths up to the next 16). The cost model counts channels and knows nothing of the cliff.
 """
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ The greedy cut takes chunks on the cheap model's word and asks the hardware at i
 the first network it finds within the budget can be well under it. :func:`give_back` bisects
 over the chunks taken since the hardware last said "over budget" for the fewest that must go.
 
-That is not enough where latency falls off a cliff. On this AVX-512 CPU a conv whose width is a
-multiple of 8 but not of 16 leaves onnxruntime's blocked (NCHWc) kernels and runs far slower, so
-one 8-channel chunk can take a group from such a width back onto the fast path. On the digits
+That is not enough where latency moves in big steps. On this AVX-512 CPU onnxruntime's blocked
+(NCHWc) conv kernels pad a conv's channels to a multiple of 16 (a 24-channel conv runs with
+32-channel weights), so a group at 24 channels runs as slowly as at 32, and the one 8-channel
+chunk that takes it to 16 saves the whole step, for every conv the group spans. On the digits
 ResNet of ``benchmarks/quality.py`` (60%, ``ig-mean``) one chunk moved the network from 0.851 ms,
 over the 0.819 ms aim, to 0.625 ms; the give-back could only return that chunk, which crossed
 the budget again, and the network was written at 73% of its budget with 42% of its MACs left.
