@@ -135,6 +135,9 @@ def main() -> None:
     ap.add_argument("--uniform-align", default="8",
                     help="comma-separated widths uniform L1 rounds to, a row each (1: Torch-Pruning's default, no "
                          "rounding; 8: the CLI's --align, whose coarse steps can land far under the budget)")
+    ap.add_argument("--align", default="8",
+                    help="channel alignment of the opti-cut and hilp rows: a multiple, or auto (each group's "
+                         "own step from the measured staircase); 8 is the CLI's default")
     ap.add_argument("--epochs", type=int, default=20, help="training epochs of the dense network")
     ap.add_argument("--finetune-epochs", type=int, default=3, help="the same short fine-tune for every row")
     ap.add_argument("--calib", type=int, default=128, help="calibration samples, drawn from the training split")
@@ -223,7 +226,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
         export_keeping_bn(dense, src)
         cache = Path(tmp) / "cache"
         budgets = args.budgets.split(",")
-        runs = [(b, c, s, 8) for b in budgets for c in _names(args.criteria) for s in _names(args.searches)]
+        align = args.align if args.align == "auto" else int(args.align)
+        runs = [(b, c, s, align) for b in budgets for c in _names(args.criteria) for s in _names(args.searches)]
         runs += [(b, "l1", "uniform", int(a)) for b in budgets for a in _names(args.uniform_align)]
         for budget, criterion, search, align in runs:
             row: dict = {"seed": seed, "budget": f"{budget}%", "criterion": criterion, "search": search,
@@ -319,8 +323,8 @@ def _names(arg: str) -> list[str]:
 
 
 def _criterion(row: dict) -> str:
-    """The criterion, marked where the search re-scored it as it cut (``--rescore``), or rounded to
-    other than the default 8 (``--uniform-align``)."""
+    """The criterion, marked where the search re-scored it as it cut (``--rescore``), or aligned to
+    other than the default 8 (``--align``, ``--uniform-align``)."""
     name = f"{row['criterion']} (re-scored)" if row.get("rescore") else row["criterion"]
     return name if row.get("align", 8) == 8 else f"{name} (align {row['align']})"
 
