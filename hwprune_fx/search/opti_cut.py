@@ -74,11 +74,11 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     Whole-network checks use ``probe`` (a cheaper measurement, e.g. one that may come from a
     cache; default ``measure``). A first check under ``fill * budget_ms`` means the cheap model
     overshot: the last chunks are given back (bisected with probes) while the budget still
-    holds, and if the network is still under ``fill`` (a chunk that fell off a latency cliff must
-    stay out), chunks of the other groups are given back instead
-    (:mod:`hwprune_fx.search.give_back`). Nothing is accepted before ``measure`` confirms it: the give-back's probes that met
-    the budget, least pruned first; if none holds, the network first found within the budget;
-    if that fails too, the search goes on cutting. (One confirmation per stop, not one for the
+    holds; if the network is still under ``fill`` (the chunk that brought it under the budget
+    saved a whole staircase step and must stay out), chunks of the other groups are given back
+    instead (:mod:`hwprune_fx.search.give_back`). Nothing is accepted before ``measure``
+    confirms it: the give-back's probes that met the budget, least pruned first; if none holds,
+    the network first found within the budget; if that fails too, the search goes on cutting. (One confirmation per stop, not one for the
     first network and more for the give-back: each is seconds of uncached timing.)
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
@@ -135,12 +135,14 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     stalled = False
     taken: list[np.ndarray] = []   # chunks in the order they went
     taken_from: list[int] = []     # the group of each
-
-    def record(trial: np.ndarray, ms: float) -> None:
-        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
     above = 0                      # chunks taken when the hardware last said "over budget"
     scored_at = baseline_ms        # the latency when the scores were last taken
     measured_at = 0                # the step of the last measurement
+
+    def record(trial: np.ndarray, ms: float) -> None:
+        """A give-back's timing, in the history (no prediction: the cheap model did not steer it)."""
+        history.append(SearchStep(history[-1].step, int((~trial).sum()), float("nan"), ms))
+
     while True:
         due = recalibrate_every > 0 and predicted <= last_measured - recalibrate_every * baseline_ms
         if predicted <= budget_ms or stalled or due or (measure_every and step and step % measure_every == 0):
