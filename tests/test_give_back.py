@@ -61,6 +61,41 @@ def test_give_back_confirms_with_the_real_measurement_and_falls_back_when_it_dis
     assert confirmed and all(c > 29.0 for c in confirmed) and len(confirmed) <= 3
 
 
+def test_give_back_bisects_until_the_network_fills_the_budget_to_fill() -> None:
+    """20 single-unit chunks over-cut a 100-unit network to 80 (latency = kept units) under a
+    budget of 99: the give-back returns chunks until a probe reaches ``fill`` of the budget:
+    95 at the default (0.95), 98 at 0.98, both within the budget."""
+    truth = lambda k: float(k.sum())  # noqa: E731
+    keep = np.ones(100, bool)
+    keep[80:] = False
+    taken = [np.array([i]) for i in range(80, 100)]
+    kept = {}
+    for fill in (opti_cut_module.FILL, 0.98):
+        settled, ms = give_back(keep, taken, truth, truth, 99.0, fill, _no_record)
+        kept[fill] = truth(settled)
+        assert ms == kept[fill] <= 99.0
+    assert opti_cut_module.FILL == 0.95 and kept == {0.95: 95.0, 0.98: 98.0}
+
+
+def test_give_back_over_many_chunks_bisects_down_to_one_chunk() -> None:
+    """1000 single-unit chunks over-cut a 1001-unit network to 1 unit (latency = kept units)
+    under a budget of 40: 6 halvings leave 15 chunks between the last probes and settle at 33;
+    by default the give-back takes the probes it needs (up to log2 of the range) and lands
+    within ``fill`` of the budget."""
+    truth = lambda k: float(k.sum())  # noqa: E731
+    keep = np.zeros(1001, bool)
+    keep[0] = True
+    taken = [np.array([i]) for i in range(1, 1001)]
+    fill = opti_cut_module.FILL
+    timings: list[float] = []
+    settled, ms = give_back(keep, taken, truth, truth, 40.0, fill, lambda t, m: timings.append(m))
+    assert fill * 40.0 <= ms == truth(settled) <= 40.0
+    assert 6 < len(timings) <= 10
+    timings.clear()
+    _, six = give_back(keep, taken, truth, truth, 40.0, fill, lambda t, m: timings.append(m), max_probes=6)
+    assert six == 33.0 and len(timings) == 6
+
+
 def test_give_back_around_keeps_the_crossing_group_and_returns_the_others(tmp_path: Path) -> None:
     analysis, _, small, large, latency = _cliff_case(tmp_path)
     # cut in this order: large 64->56, small 32->24 (off 16: slower), large 56->48, small 24->16
