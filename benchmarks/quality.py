@@ -226,8 +226,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> list[dict]:
         export_keeping_bn(dense, src)
         cache = Path(tmp) / "cache"
         budgets = args.budgets.split(",")
-        align = args.align if args.align == "auto" else int(args.align)
-        runs = [(b, c, s, align) for b in budgets for c in _names(args.criteria) for s in _names(args.searches)]
+        search_align = args.align if args.align == "auto" else int(args.align)
+        runs = [(b, c, s, search_align) for b in budgets for c in _names(args.criteria) for s in _names(args.searches)]
         runs += [(b, "l1", "uniform", int(a)) for b in budgets for a in _names(args.uniform_align)]
         for budget, criterion, search, align in runs:
             row: dict = {"seed": seed, "budget": f"{budget}%", "criterion": criterion, "search": search,
