@@ -290,15 +290,15 @@ def test_scores_on_one_scale_are_compared_across_groups_as_they_are(tmp_path: Pa
     def run(normalize: bool) -> dict[int, int]:
         measure = lambda k: float(k.sum())  # noqa: E731
         if search == "hilp":
-            res = hilp_search(analysis, scores, _CountCost(), measure, base - 24, base, align=8, normalize=normalize)
-        else:
-            res = opti_cut(analysis, scores, _CountCost(), channels, measure, base - 24, base, align=8,
+            res = hilp_search(analysis, scores, _CountCost(), measure, base - 16, base, align=8, normalize=normalize)
+        else:   # 16 of 32: within the share of a group Opti-Cut takes before it looks elsewhere
+            res = opti_cut(analysis, scores, _CountCost(), channels, measure, base - 16, base, align=8,
                            normalize=normalize)
         assert res.reached
         return {g: int((~res.keep[u]).sum()) for g, u in units.items()}
 
     global_cut, normalized_cut = run(False), run(True)
-    assert global_cut[gb] == 0 and global_cut[ga] >= 24
+    assert global_cut[gb] == 0 and global_cut[ga] >= 16
     assert normalized_cut[ga] > 0 and normalized_cut[gb] > 0
 
 

@@ -1,0 +1,74 @@
+"""Opti-Cut's cap on the share of a group it cuts before it looks elsewhere (``max_group_cut``).
+
+Two 32-channel groups with equal scores; every channel of group B saves ten times what one of
+group A saves. Uncapped, the greedy takes B down to its last chunk before A gives anything:
+the collapse of a whole layer that cost the quality benchmark's ResNet most of its accuracy.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwprune_fx.search.opti_cut import MAX_GROUP_CUT, opti_cut
+from tests.test_alignment import _net, _setup
+
+
+class _WeightedCost:
+    """Latency = the kept units' weights (a cost model whose savings differ per group)."""
+
+    name = "weighted"
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights
+
+    def predict(self, keep: np.ndarray) -> float:
+        return float(self.weights[keep].sum())
+
+    def delta(self, keep: np.ndarray, remove: np.ndarray) -> float:
+        return -float((self.weights[remove] * keep[remove]).sum())
+
+
+def _run(tmp_path: Path, saved: float, **options) -> tuple[dict[str, int], bool]:
+    """Channels cut from group A (cheap) and B (ten times the saving) to save ``saved``."""
+    _, analysis, channels = _setup(_net(tmp_path, 32, 32))
+    ga, gb = sorted(analysis.prunable_groups(), key=lambda g: g.id)
+    weights = np.zeros(analysis.num_units)
+    weights[ga.units], weights[gb.units] = 1.0, 10.0
+    cost = _WeightedCost(weights)
+    base = cost.predict(np.ones(analysis.num_units, bool))
+    scores = np.ones(analysis.num_units)
+    res = opti_cut(analysis, scores, cost, channels, cost.predict, base - saved, base, align=8, normalize=False,
+                   **options)
+    return {"a": int((~res.keep[ga.units]).sum()), "b": int((~res.keep[gb.units]).sum())}, res.reached
+
+
+def test_the_default_cap_is_half_a_group() -> None:
+    assert MAX_GROUP_CUT == 0.5
+
+
+def test_uncapped_greedy_empties_the_cheapest_group_first(tmp_path: Path) -> None:
+    cut, reached = _run(tmp_path, 176.0, max_group_cut=1.0)
+    assert reached and cut == {"a": 0, "b": 24}
+
+
+def test_a_group_gives_half_before_the_others_give_anything_more(tmp_path: Path) -> None:
+    # B's half saves 160, A's half the other 16: B's third chunk waits although it is cheaper
+    cut, reached = _run(tmp_path, 176.0)
+    assert reached and cut == {"a": 16, "b": 16}
+
+
+def test_past_every_groups_half_the_share_rises_to_half_of_what_is_left(tmp_path: Path) -> None:
+    # both halves save 176; B's third chunk (80, the cheapest) is within the 75% share
+    cut, reached = _run(tmp_path, 256.0)
+    assert reached and cut == {"a": 16, "b": 24}
+
+
+@pytest.mark.parametrize("saved", [300.0, 341.0])
+def test_a_budget_past_the_raised_shares_is_still_reached(tmp_path: Path, saved: float) -> None:
+    # 341 = every channel but one per group: the share rises until the last chunks fit
+    cut, reached = _run(tmp_path, saved)
+    assert reached and cut["b"] >= 24
+    if saved == 341.0:
+        assert cut == {"a": 31, "b": 31}
