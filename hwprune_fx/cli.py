@@ -58,6 +58,20 @@ def _percent(_: Any, __: Any, value: str) -> float:
     return frac
 
 
+def _share(_: Any, __: Any, value: str | None) -> float | None:
+    """``50%`` or ``0.5`` -> 0.5, in (0, 100%]."""
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"expected a share such as 50%, got {value!r}") from None
+    if not 0.0 < frac <= 1.0:
+        raise click.BadParameter(f"must be in (0%, 100%], got {value}")
+    return frac
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hwprune-fx")
 def cli() -> None:
@@ -118,6 +132,9 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
 @click.option("--margin", default="3%", show_default=True, callback=_percent,
               help="How far under the budget the search aims: timings of one network differ by a few percent "
                    "between processes, and the budget must hold in the one that deploys.")
+@click.option("--max-group-cut", callback=_share,
+              help="opti-cut and flops [50%]: the share of a group's channels the greedy takes while another group "
+                   "still has channels within its share (then half of what is left, and so on); 100%: no cap.")
 @click.option("--report", type=click.Path(), help="Write a JSON report here.")
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
@@ -137,7 +154,8 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
           input_shape: tuple[str, ...], cache_dir: str | None, no_verify: bool, quiet: bool,
           calib_path: str | None, calib_limit: int, calib_mean: tuple[float, ...] | None,
           calib_std: tuple[float, ...] | None, calib_resize: int | None, plot: str | None,
-          emit_library: str | None, tune_trials: int, margin: float, rescore: bool | None) -> None:
+          emit_library: str | None, tune_trials: int, margin: float, rescore: bool | None,
+          max_group_cut: float | None) -> None:
     """Remove channels from MODEL until its measured latency meets --budget (or by --ratio)."""
     from hwprune_fx.calib import CalibrationSource, ImageOptions
     from hwprune_fx.emit.files import write_json_atomic
@@ -147,6 +165,8 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
 
     if (budget is None) == (ratio is None):
         raise click.UsageError("give exactly one of --budget or --ratio")
+    if max_group_cut is not None and (budget is None or search not in ("opti-cut", "flops")):
+        raise click.UsageError("--max-group-cut caps the greedy of --budget with --search opti-cut or flops")
     if rescore and budget is None:
         raise click.UsageError("--rescore re-scores as a budgeted search cuts: it needs --budget")
     if emit_library:
@@ -178,7 +198,8 @@ def prune(model: str, output: str, budget: str | None, ratio: float | None, targ
         out = prune_to_budget(model, parsed, target=target, search=search, criterion=criterion, align=align,
                               threads=threads, repeat=repeat, input_shapes=parse_input_shapes(input_shape),
                               cache_dir=cache_dir, best_effort=best_effort, progress=progress, calib=calib,
-                              backend_options=backend_options, margin=margin, rescore=rescore)
+                              backend_options=backend_options, margin=margin, rescore=rescore,
+                              max_group_cut=max_group_cut)
         rep, pruned = out["report"], out["model"]
         summary = budget_summary
     else:

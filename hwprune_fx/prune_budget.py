@@ -20,6 +20,7 @@ from hwprune_fx.errors import HwpruneError, RewriteError, UserError
 from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
 from hwprune_fx.search.final_check import FinalCheck, final_check
+from hwprune_fx.search.opti_cut import MAX_GROUP_CUT
 from hwprune_fx.search.refill import UNDERFILL, raised_aim
 from hwprune_fx.targets import TimingConfig, create_backend
 from hwprune_fx.targets.side_by_side import BLOCK_SECONDS
@@ -54,7 +55,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
                     cache_dir: str | os.PathLike | None = None, best_effort: bool = False,
                     progress: Callable[[str], None] | None = None, backend_options: dict | None = None,
                     calib: CalibInput = None, margin: float = DEFAULT_MARGIN,
-                    rescore: bool | None = None, final_check_process: str = "fresh") -> dict[str, Any]:
+                    rescore: bool | None = None, final_check_process: str = "fresh",
+                    max_group_cut: float | None = None) -> dict[str, Any]:
     """Returns ``{"model": pruned ModelProto, "plan": PruningPlan, "report": {...}}``.
 
     The search aims ``margin`` (a fraction) under the budget: one network's latency relative to
@@ -73,6 +75,11 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     ``rescore``: score the data-driven criterion again at the network cut so far, each time the
     search's latency has fallen by ``RESCORE_EVERY`` of the baseline (opti-cut, hilp, flops).
     None: the criterion's own default (on for ``ig-mean``; see ``DataCriterion.rescore_default``).
+
+    ``max_group_cut``: the share of a group's channels opti-cut and flops take while another
+    group still has a chunk within its share (default
+    :data:`~hwprune_fx.search.opti_cut.MAX_GROUP_CUT`; 1.0: no cap). HILP caps each of its steps
+    at half a group instead.
 
     ``final_check_process``: "fresh" (default) times the final check's session pairs in a new
     process where the target allows it (ort-cpu), as a deployment and the budget benchmark's
@@ -102,6 +109,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
     budget = parse_budget(budget) if isinstance(budget, str) else budget
     if not 0.0 <= margin < 0.5:
         raise UserError(f"margin must be in [0, 0.5) (a fraction of the budget), got {margin}")
+    max_group_cut = MAX_GROUP_CUT if max_group_cut is None else float(max_group_cut)
+    if not 0.0 < max_group_cut <= 1.0:
+        raise UserError(f"max_group_cut must be in (0, 1] (a share of a group's channels), got {max_group_cut}")
     if final_check_process not in ("fresh", "this"):
         raise UserError(f"final_check_process must be 'fresh' or 'this', got {final_check_process!r}")
     if search not in SEARCHES:
@@ -212,7 +222,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         meter = CandidateMeter(loaded.original, build, backend, confirm, budget, aim_ms, baseline.median_ms, say)
         t0 = time.perf_counter()
         result = _search(search, analysis, scores, cost, channels, meter, aim_ms, baseline.median_ms, align, edges,
-                         not global_scale(crit), say, rescorer if rescore else None)
+                         not global_scale(crit), say, rescorer if rescore else None, max_group_cut)
         phases["search"] = phases.get("search", 0.0) + time.perf_counter() - t0
         confirmations += meter.confirmations
         plan = PruningPlan(analysis, np.flatnonzero(~result.keep))
@@ -290,7 +300,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         "final_check_process": check.process,
         "speedup": base_again.median_ms / final.median_ms if final.median_ms else None,
         "budget_used": final.median_ms / final_budget_ms if final_budget_ms else None,
-        "margin": margin, "aim_ms": aim_ms, "attempts": attempts, "kept_attempt": kept_attempt,
+        "margin": margin, "max_group_cut": max_group_cut if search in ("opti-cut", "flops") else None,
+        "aim_ms": aim_ms, "attempts": attempts, "kept_attempt": kept_attempt,
         "searches": attempt,
         "rescore": bool(rescore), "rescored_at_units_left": rescores,
         "scores_normalized_per_group": not global_scale(crit),
@@ -331,7 +342,7 @@ def _fuller(check: FinalCheck, final_budget_ms: float, first: _Outcome) -> bool:
 
 def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float, baseline_ms: float,
             align, edges, normalize: bool, say: Callable[[str], None],
-            rescore: Callable[[np.ndarray], np.ndarray] | None = None):
+            rescore: Callable[[np.ndarray], np.ndarray] | None = None, max_group_cut: float = 1.0):
     """One run of the chosen search towards ``aim_ms``; candidates timed by ``meter``."""
     from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import SearchResult, SearchStep, opti_cut
@@ -350,5 +361,5 @@ def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float,
                               recheck=meter.recheck)
     return opti_cut(analysis, scores, cost, channels, meter.measure, aim_ms, baseline_ms, align=align, progress=say,
                     normalize=normalize, probe=meter.probe, recalibrate_every=RECALIBRATE_EVERY,
-                    rescore=rescore, rescore_every=RESCORE_EVERY)
+                    rescore=rescore, rescore_every=RESCORE_EVERY, max_group_cut=max_group_cut)
 

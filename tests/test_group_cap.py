@@ -72,3 +72,23 @@ def test_a_budget_past_the_raised_shares_is_still_reached(tmp_path: Path, saved:
     assert reached and cut["b"] >= 24
     if saved == 341.0:
         assert cut == {"a": 31, "b": 31}
+
+
+@pytest.mark.parametrize("args", [["--max-group-cut", "0%"], ["--max-group-cut", "120%"], ["--max-group-cut", "half"],
+                                  ["--max-group-cut", "30%", "--search", "hilp"],
+                                  ["--max-group-cut", "30%", "--search", "uniform"]])
+def test_a_bad_or_misplaced_max_group_cut_is_a_usage_error(tmp_path: Path, args: list[str]) -> None:
+    from tests.test_prune_budget import run_cli
+
+    out = tmp_path / "p.onnx"
+    res = run_cli("prune", str(tmp_path / "absent.onnx"), "--budget", "60%", *args, "-o", str(out))
+    assert res.returncode == 2 and "--max-group-cut" in res.stderr and "Traceback" not in res.stderr
+    assert not out.exists()
+
+
+def test_the_api_refuses_a_share_outside_zero_to_one(tmp_path: Path) -> None:
+    from hwprune_fx.errors import UserError
+    from hwprune_fx.prune_budget import prune_to_budget
+
+    with pytest.raises(UserError, match="max_group_cut"):
+        prune_to_budget(_net(tmp_path, 16, 16), "60%", max_group_cut=1.5, cache_dir=tmp_path)

@@ -35,6 +35,10 @@ def test_budget_is_met_as_measured_and_reported(r18: Path, tmp_path: Path, searc
     assert report["attempts"][0]["aim_ms"] == pytest.approx(0.97 * report["budget_ms"])
     assert report["search_measured_ms"] <= report["aim_ms"] and report["reached"]
     assert report["final"]["median_ms"] <= report["final_budget_ms"]
+    # the greedy searches take at most half of a group: 70% is far from every group at its half
+    assert report["max_group_cut"] == (0.5 if search in ("opti-cut", "flops") else None)
+    if search in ("opti-cut", "flops"):
+        assert all(2 * g["after"] >= g["before"] for g in report["group_sizes"])
     # the final check ran in a process of its own, as the network will once deployed
     assert report["final_check_process"] == "fresh" == report["attempts"][0]["final_check_process"]
     # in blocks of at least BLOCK_SECONDS, which the fresh process kept (a short block reads a fast network slow)
