@@ -20,7 +20,8 @@ from hwprune_fx.cost_models.base import CostModel, LayerChannels
 from hwprune_fx.search.give_back import give_back, give_back_around
 from hwprune_fx.search.staircase import align_of
 
-__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms", "reorder_remaining", "FILL", "MAX_GROUP_CUT"]
+__all__ = ["SearchStep", "SearchResult", "opti_cut", "group_order", "group_norms", "reorder_remaining", "FILL",
+           "MAX_GROUP_CUT"]
 
 #: a first network measured under this share of the aim starts the give-back, which returns
 #: chunks until a probe reaches it. 0.98 was tried (benchmarks/results/budget_fill98.md): the

@@ -10,8 +10,8 @@ passed above ``FILL``. A user asking for 60% of the latency wants the accuracy t
 
 So after a first search whose final check passes under :data:`UNDERFILL` of the budget, the
 search runs once more, its aim raised by how much faster the final check read the network than
-the search did (never above :data:`CEILING` of the budget), and the fuller of the two networks that pass
-their final checks is kept. The first network stays the answer if the second fails its check,
+the search did (never above :data:`CEILING` of the budget), and the fuller of the two networks
+that pass their final checks is kept. The first network stays the answer if the second fails its check,
 so this never costs a met budget, only the second search's time. When the search's own timings
 read the network as far under the aim as the final check does (a uniform ratio that cannot land
 between two steps of the staircase), raising the aim would find the same network: no second
