@@ -46,13 +46,18 @@ def _ratio(_: Any, __: Any, value: float | None) -> float | None:
     return value
 
 
-def _percent(_: Any, __: Any, value: str) -> float:
-    """``3%`` or ``0.03`` -> 0.03, in [0, 50%)."""
+def _fraction(value: str, example: str) -> float:
+    """``3%`` or ``0.03`` -> 0.03; anything else is a usage error naming ``example``."""
     text = value.strip()
     try:
-        frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+        return float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
     except ValueError:
-        raise click.BadParameter(f"expected a percentage such as 3%, got {value!r}") from None
+        raise click.BadParameter(f"expected a percentage such as {example}, got {value!r}") from None
+
+
+def _percent(_: Any, __: Any, value: str) -> float:
+    """``3%`` or ``0.03`` -> 0.03, in [0, 50%)."""
+    frac = _fraction(value, "3%")
     if not 0.0 <= frac < 0.5:
         raise click.BadParameter(f"must be in [0%, 50%), got {value}")
     return frac
@@ -62,11 +67,7 @@ def _share(_: Any, __: Any, value: str | None) -> float | None:
     """``50%`` or ``0.5`` -> 0.5, in (0, 100%]."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        frac = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
-    except ValueError:
-        raise click.BadParameter(f"expected a share such as 50%, got {value!r}") from None
+    frac = _fraction(value, "50%")
     if not 0.0 < frac <= 1.0:
         raise click.BadParameter(f"must be in (0%, 100%], got {value}")
     return frac

@@ -342,7 +342,7 @@ def _fuller(check: FinalCheck, final_budget_ms: float, first: _Outcome) -> bool:
 
 def _search(search: str, analysis, scores, cost, channels, meter, aim_ms: float, baseline_ms: float,
             align, edges, normalize: bool, say: Callable[[str], None],
-            rescore: Callable[[np.ndarray], np.ndarray] | None = None, max_group_cut: float = 1.0):
+            rescore: Callable[[np.ndarray], np.ndarray] | None = None, max_group_cut: float = MAX_GROUP_CUT):
     """One run of the chosen search towards ``aim_ms``; candidates timed by ``meter``."""
     from hwprune_fx.search.hilp import hilp_search
     from hwprune_fx.search.opti_cut import SearchResult, SearchStep, opti_cut

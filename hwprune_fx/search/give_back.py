@@ -37,9 +37,10 @@ def give_back(keep: np.ndarray, chunks: Sequence[np.ndarray], probe: Timing, mea
     Returning none is ``keep`` itself; returning every chunk is taken to fail where ``all_over``
     (the caller timed that network over the budget), else it is tried too. ``max_probes``
     (default: enough to bisect the range down to one chunk, at least 6): the bisection stops
-    earlier once a probe reaches ``fill`` of the budget. With a fixed 6, EfficientNet-B0's flops search to 40% ended at 85% of its budget: its
-    cost model saw nothing to gain and cut 1345 chunks unmeasured, and 6 halvings of those still
-    left 21 chunks, 5.4 ms to 7.2 ms, between the last two probes (aim 6.7 ms).
+    earlier once a probe reaches ``fill`` of the budget. With a fixed 6, EfficientNet-B0's flops
+    search to 40% ended at 85% of its budget: its cost model saw nothing to gain and cut 1345
+    chunks unmeasured, and 6 halvings of those still left 21 chunks, 5.4 ms to 7.2 ms, between
+    the last two probes (aim 6.7 ms).
 
     With a separate ``probe``, the probes that met the budget are confirmed with ``measure``
     from the least pruned on (at most ``max_confirms``); the first confirmed one is returned,

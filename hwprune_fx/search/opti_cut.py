@@ -91,8 +91,9 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
     saved a whole staircase step and must stay out), chunks of the other groups are given back
     instead (:mod:`hwprune_fx.search.give_back`). Nothing is accepted before ``measure``
     confirms it: the give-back's probes that met the budget, least pruned first; if none holds,
-    the network first found within the budget; if that fails too, the search goes on cutting. (One confirmation per stop, not one for the
-    first network and more for the give-back: each is seconds of uncached timing.)
+    the network first found within the budget; if that fails too, the search goes on cutting.
+    (One confirmation per stop, not one for the first network and more for the give-back: each
+    is seconds of uncached timing.)
 
     ``align``: the channel multiple, for every group or per group id (a group missing from
     the mapping uses 8). A chunk takes the group down to the next multiple of its own.
@@ -135,12 +136,18 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
 
     cap = max_group_cut   # the share of a group that may be gone: rises when every group is at it
 
-    def capped(g: int) -> bool:
-        return removed[g] + chunk(g).size > cap * order[g].size
+    def capped(g: int, c: np.ndarray) -> bool:
+        """Whether taking chunk ``c`` would take group ``g`` past the share ``cap``."""
+        return removed[g] + c.size > cap * order[g].size
+
+    def open_chunk(g: int) -> bool:
+        """Whether group ``g`` has a chunk left within its share."""
+        c = chunk(g)
+        return c.size > 0 and not capped(g, c)
 
     def value(g: int) -> tuple[float, float]:
         c = chunk(g)
-        if c.size == 0 or capped(g):
+        if c.size == 0 or capped(g, c):
             return np.inf, 0.0
         saved = -cost.delta(keep, c)
         if saved <= 0:
@@ -211,10 +218,10 @@ def opti_cut(analysis: DependencyAnalysis, scores: np.ndarray, cost: CostModel, 
         best = min(values, key=lambda g: values[g][0], default=None)
         if best is None or not np.isfinite(values[best][0]):
             # plateaus everywhere: take any chunk that is left, least important first
-            left = [g for g in order if chunk(g).size and not capped(g)]
+            left = [g for g in order if open_chunk(g)]
             if not left and any(chunk(g).size for g in order):
                 # every group has given its share: each may now give half of what it has left
-                while not any(chunk(g).size and not capped(g) for g in order):
+                while not any(open_chunk(g) for g in order):
                     cap = (1.0 + cap) / 2.0
                 if progress:
                     progress(f"step {step}: every group at its share; a group may now lose {cap:.0%} of its channels")
