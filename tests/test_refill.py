@@ -34,6 +34,21 @@ def test_no_second_search_when_the_search_read_the_network_as_low_as_the_final_c
     assert raised_aim(9.7, 10.0, 7.25, 20.0, check_at(0.36), 10.0) is None   # under MIN_RAISE
 
 
+def test_a_fuller_network_the_search_timed_in_the_margin_raises_the_aim_to_the_ceiling() -> None:
+    """The staircase put the next network between the aim and the budget: the search read its
+    own network as low as the final check did, yet the fuller one is worth a final check."""
+    assert raised_aim(9.7, 10.0, 7.2, 20.0, check_at(0.36), 10.0, fuller_ms=9.8) == pytest.approx(CEILING * 10.0)
+    assert raised_aim(9.7, 10.0, 7.2, 20.0, check_at(0.36), 10.0, fuller_ms=CEILING * 10.0) == pytest.approx(
+        CEILING * 10.0)
+
+
+def test_a_fuller_network_over_the_ceiling_or_under_the_aim_changes_nothing() -> None:
+    assert raised_aim(9.7, 10.0, 7.2, 20.0, check_at(0.36), 10.0, fuller_ms=10.1) is None
+    assert raised_aim(9.7, 10.0, 7.2, 20.0, check_at(0.36), 10.0, fuller_ms=9.6) is None
+    # and a first network at the underfill line or over searches no more, whatever the search saw
+    assert raised_aim(9.7, 10.0, 9.6, 20.0, check_at(UNDERFILL * 0.5), 10.0, fuller_ms=9.8) is None
+
+
 def test_no_second_search_at_or_over_the_underfill_line() -> None:
     assert raised_aim(9.7, 10.0, 9.6, 20.0, check_at(UNDERFILL * 0.5), 10.0) is None
 
