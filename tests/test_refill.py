@@ -146,3 +146,35 @@ def test_a_search_aiming_higher_that_finds_the_same_network_is_not_checked_again
     assert len(found) == 2 and made == [0.70]          # two searches, one final check
     assert rep["searches"] == 2 and len(rep["attempts"]) == 1 and rep["kept_attempt"] == 1
     assert rep["budget_used"] == pytest.approx(0.70) and rep["reached"]
+
+
+def test_a_fuller_network_timed_inside_the_margin_is_searched_for_again(r18: Path, tmp_path: Path,
+                                                                        monkeypatch) -> None:
+    """The first search read its own network as low as the final check (no disagreement to
+    correct), but timed a fuller one between its aim and the budget: the second search aims at
+    the ceiling, and its network is kept when it passes fuller."""
+    from hwprune_fx import prune_budget
+    from hwprune_fx.search.opti_cut import SearchStep
+
+    made = _scripted_final_checks(monkeypatch, [0.70, 0.96])
+    real, found = prune_budget._search, []
+
+    def search(*args, **kw):
+        aim_ms, baseline_ms = args[6], args[7]
+        if not found:
+            first = real(*args, **kw)
+            inside = SearchStep(len(first.history), 0, float("nan"), aim_ms * 1.01)
+            found.append(dataclasses.replace(first, measured_ms=0.70 * 0.70 * baseline_ms,
+                                             history=[*first.history, inside]))
+        else:
+            keep = found[0].keep.copy()
+            cut = next(g for g in args[1].prunable_groups() if not keep[g.units].all())
+            keep[cut.units] = True
+            found.append(dataclasses.replace(found[0], keep=keep, measured_ms=aim_ms))
+        return found[-1]
+    monkeypatch.setattr(prune_budget, "_search", search)
+    rep = prune_budget.prune_to_budget(r18, "70%", search="uniform", repeat=6, cache_dir=tmp_path)["report"]
+    assert made == [0.70, 0.96] and len(found) == 2
+    first, second = rep["attempts"]
+    assert second["why"] == "aim higher" and second["aim_ms"] == pytest.approx(CEILING * rep["budget_ms"])
+    assert rep["kept_attempt"] == 2 and rep["budget_used"] == pytest.approx(0.96)
