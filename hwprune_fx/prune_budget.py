@@ -21,7 +21,7 @@ from hwprune_fx.plan import PruningPlan
 from hwprune_fx.search.budget import Budget, parse_budget
 from hwprune_fx.search.final_check import FinalCheck, final_check
 from hwprune_fx.search.opti_cut import MAX_GROUP_CUT
-from hwprune_fx.search.refill import UNDERFILL, raised_aim
+from hwprune_fx.search.refill import CEILING, UNDERFILL, raised_aim
 from hwprune_fx.targets import TimingConfig, create_backend
 from hwprune_fx.targets.side_by_side import BLOCK_SECONDS
 
@@ -245,7 +245,7 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
         if higher is not None:
             kept = _Outcome(result, plan, pruned, merges, res, check, final_budget_ms, aim_ms, list(rescores))
             seen = (f"it timed a fuller network at {fuller_ms:.3f} ms, within the budget"
-                    if fuller_ms is not None and fuller_ms <= higher else
+                    if fuller_ms is not None and higher == CEILING * budget_ms >= fuller_ms else
                     f"the search read the network {result.measured_ms / aim_ms:.1%} of its aim")
             say(f"final check {check.final.median_ms / final_budget_ms:.1%} of the budget, under "
                 f"{UNDERFILL:.0%}; {seen}: searching again aiming at {higher:.3f} ms "
