@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -136,10 +137,13 @@ def main() -> None:
                     t0 = time.perf_counter()
                     row = {"model": name, "budget": f"{budget}%", "search": search, "margin": args.margin,
                            "align": args.align, "commit": commit}
+                    raised: list[str] = []   # opti-cut's "every group at its share" lines: the share rose
                     try:
                         res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin,
-                                              align=args.align)   # its text: N or auto, as the CLI's
+                                              align=args.align,   # its text: N or auto, as the CLI's
+                                              progress=lambda line: raised.append(line)
+                                              if "every group at its share" in line else None)
                         out = Path(tmp) / f"{name}_{budget}_{search}.onnx"
                         save_onnx(res["model"], out)
                         fresh = remeasure_in_processes(src, out, args.remeasure_repeat, args.threads, args.processes,
@@ -163,6 +167,7 @@ def main() -> None:
                                     # each search's final check: its session pairs' ratios and upper bound
                                     "in_process_attempts": rep["attempts"],
                                     "kept_attempt": rep.get("kept_attempt", len(rep["attempts"])),
+                                    "share_raised": [re.search(r"lose ([\d.]+)%", line).group(1) + "%" for line in raised],
                                     "total_seconds": time.perf_counter() - t0})
                     except UnreachableBudget as exc:
                         row.update({"met": False, "error": str(exc), "total_seconds": time.perf_counter() - t0})

@@ -78,7 +78,8 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     ``max_group_cut``: the share of a group's channels opti-cut and flops take while another
     group still has a chunk within its share (default
-    :data:`~hwprune_fx.search.opti_cut.MAX_GROUP_CUT`; 1.0: no cap). HILP caps each of its steps
+    :data:`~hwprune_fx.search.opti_cut.MAX_GROUP_CUT`, raised by
+    :data:`~hwprune_fx.search.opti_cut.CAP_STEP` once every group is at it; 1.0: no cap). HILP caps each of its steps
     at half a group instead.
 
     ``final_check_process``: "fresh" (default) times the final check's session pairs in a new

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwprune_fx.search.opti_cut import MAX_GROUP_CUT, opti_cut
+from hwprune_fx.search.opti_cut import CAP_STEP, MAX_GROUP_CUT, opti_cut
 from tests.test_alignment import _net, _setup
 
 
@@ -30,9 +30,10 @@ class _WeightedCost:
         return -float((self.weights[remove] * keep[remove]).sum())
 
 
-def _run(tmp_path: Path, saved: float, **options) -> tuple[dict[str, int], bool]:
-    """Channels cut from group A (cheap) and B (ten times the saving) to save ``saved``."""
-    _, analysis, channels = _setup(_net(tmp_path, 32, 32))
+def _run(tmp_path: Path, saved: float, size: int = 32, **options) -> tuple[dict[str, int], bool]:
+    """Channels cut from group A (cheap) and B (ten times the saving) of ``size`` channels each
+    to save ``saved``."""
+    _, analysis, channels = _setup(_net(tmp_path, size, size))
     ga, gb = sorted(analysis.prunable_groups(), key=lambda g: g.id)
     weights = np.zeros(analysis.num_units)
     weights[ga.units], weights[gb.units] = 1.0, 10.0
@@ -59,10 +60,19 @@ def test_a_group_gives_half_before_the_others_give_anything_more(tmp_path: Path)
     assert reached and cut == {"a": 16, "b": 16}
 
 
-def test_past_every_groups_half_the_share_rises_to_half_of_what_is_left(tmp_path: Path) -> None:
-    # both halves save 176; B's third chunk (80, the cheapest) is within the 75% share
+def test_past_every_groups_half_the_share_rises_until_a_chunk_fits(tmp_path: Path) -> None:
+    # both halves save 176; at 62.5% (20 of 32) no chunk of 8 fits, at 75% B's third chunk does
     cut, reached = _run(tmp_path, 256.0)
     assert reached and cut == {"a": 16, "b": 24}
+
+
+def test_past_every_groups_half_each_group_gives_an_eighth_before_any_gives_more(tmp_path: Path) -> None:
+    # 64 channels: both halves save 352; at 62.5% (40 of 64) B gives a chunk (80) and A one (8);
+    # only then does the share reach 75% and B give another (80). Raised to half of what was left
+    # (75% at once), B would have given both of its chunks and A none: {"a": 32, "b": 48}.
+    assert CAP_STEP == 0.125
+    cut, reached = _run(tmp_path, 512.0, size=64)
+    assert reached and cut == {"a": 40, "b": 48}
 
 
 @pytest.mark.parametrize("saved", [300.0, 341.0])
