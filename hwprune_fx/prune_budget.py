@@ -78,9 +78,9 @@ def prune_to_budget(model: str | os.PathLike | onnx.ModelProto, budget: str | Bu
 
     ``max_group_cut``: the share of a group's channels opti-cut and flops take while another
     group still has a chunk within its share (default
-    :data:`~hwprune_fx.search.opti_cut.MAX_GROUP_CUT`, raised by
-    :data:`~hwprune_fx.search.opti_cut.CAP_STEP` once every group is at it; 1.0: no cap). HILP caps each of its steps
-    at half a group instead.
+    :data:`~hwprune_fx.search.opti_cut.MAX_GROUP_CUT`, raised as
+    :func:`~hwprune_fx.search.opti_cut.raised_share` says once every group is at it; 1.0: no cap).
+    HILP caps each of its steps at half a group instead.
 
     ``final_check_process``: "fresh" (default) times the final check's session pairs in a new
     process where the target allows it (ort-cpu), as a deployment and the budget benchmark's

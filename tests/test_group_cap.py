@@ -40,8 +40,8 @@ def _run(tmp_path: Path, saved: float, size: int = 32, **options) -> tuple[dict[
     cost = _WeightedCost(weights)
     base = cost.predict(np.ones(analysis.num_units, bool))
     scores = np.ones(analysis.num_units)
-    res = opti_cut(analysis, scores, cost, channels, cost.predict, base - saved, base, align=8, normalize=False,
-                   **options)
+    options.setdefault("normalize", False)
+    res = opti_cut(analysis, scores, cost, channels, cost.predict, base - saved, base, align=8, **options)
     return {"a": int((~res.keep[ga.units]).sum()), "b": int((~res.keep[gb.units]).sum())}, res.reached
 
 
@@ -66,19 +66,22 @@ def test_past_every_groups_half_the_share_rises_until_a_chunk_fits(tmp_path: Pat
     assert reached and cut == {"a": 16, "b": 24}
 
 
-def test_past_every_groups_half_each_group_gives_an_eighth_before_any_gives_more(tmp_path: Path) -> None:
-    # 64 channels: both halves save 352; at 62.5% (40 of 64) B gives a chunk (80) and A one (8);
-    # only then does the share reach 75% and B give another (80). Raised to half of what was left
-    # (75% at once), B would have given both of its chunks and A none: {"a": 32, "b": 48}.
+@pytest.mark.parametrize("normalize, expected", [(True, {"a": 40, "b": 48}), (False, {"a": 32, "b": 48})])
+def test_past_every_groups_half_per_group_scores_raise_the_share_by_an_eighth(
+        tmp_path: Path, normalize: bool, expected: dict[str, int]) -> None:
+    # 64 channels: both halves save 352. Per-group scores (l1): at 62.5% (40 of 64) B gives a
+    # chunk (80) and A one (8), and only at 75% does B give another (80). Scores on one scale
+    # (ig): the share goes to 75% at once and B gives both chunks, A none.
     assert CAP_STEP == 0.125
-    cut, reached = _run(tmp_path, 512.0, size=64)
-    assert reached and cut == {"a": 40, "b": 48}
+    cut, reached = _run(tmp_path, 512.0, size=64, normalize=normalize)
+    assert reached and cut == expected
 
 
+@pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("saved", [300.0, 341.0])
-def test_a_budget_past_the_raised_shares_is_still_reached(tmp_path: Path, saved: float) -> None:
+def test_a_budget_past_the_raised_shares_is_still_reached(tmp_path: Path, saved: float, normalize: bool) -> None:
     # 341 = every channel but one per group: the share rises until the last chunks fit
-    cut, reached = _run(tmp_path, saved)
+    cut, reached = _run(tmp_path, saved, normalize=normalize)
     assert reached and cut["b"] >= 24
     if saved == 341.0:
         assert cut == {"a": 31, "b": 31}
