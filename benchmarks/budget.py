@@ -137,7 +137,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     row = {"model": name, "budget": f"{budget}%", "search": search, "margin": args.margin,
                            "align": args.align, "commit": commit}
-                    raised: list[str] = []   # opti-cut's "every group at its share" lines: the share rose
+                    raised: list[str] = []   # opti-cut's "every group at its share" lines
                     try:
                         res = prune_to_budget(src, f"{budget}%", search=search, threads=args.threads,
                                               repeat=args.repeat, cache_dir=cache, margin=args.margin,
@@ -167,7 +167,8 @@ def main() -> None:
                                     # each search's final check: its session pairs' ratios and upper bound
                                     "in_process_attempts": rep["attempts"],
                                     "kept_attempt": rep.get("kept_attempt", len(rep["attempts"])),
-                                    "share_raised": [re.search(r"lose ([\d.]+)%", line).group(1) + "%" for line in raised],
+                                    # the shares opti-cut and flops rose to, once every group was at its share
+                                    "share_raised": [re.search(r"lose ([\d.]+%)", line).group(1) for line in raised],
                                     "total_seconds": time.perf_counter() - t0})
                     except UnreachableBudget as exc:
                         row.update({"met": False, "error": str(exc), "total_seconds": time.perf_counter() - t0})
