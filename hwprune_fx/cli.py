@@ -135,8 +135,9 @@ def analyze(model: str, input_shape: tuple[str, ...], as_json: bool, show_all: b
                    "between processes, and the budget must hold in the one that deploys.")
 @click.option("--max-group-cut", callback=_share,
               help="opti-cut and flops [50%]: the share of a group's channels the greedy takes while another group "
-                   "still has channels within its share (then an eighth of a group more with l1/l2/bn/similarity, "
-                   "half of what is left with ig/ig-mean/taylor, and so on); 100%: no cap.")
+                   "still has channels within its share (then an eighth of a group more with "
+                   "l1/l2/bn/random/similarity, half of what is left with ig/ig-mean/taylor, and so on); "
+                   "100%: no cap.")
 @click.option("--report", type=click.Path(), help="Write a JSON report here.")
 @click.option("--input-shape", "input_shape", multiple=True,
               help="Static input shape, NAME:1x3x224x224 (or 1x3x224x224 for a single input).")
